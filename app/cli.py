@@ -1,0 +1,117 @@
+"""``churn-api``: train and register a model, check the champion, or serve it with granian.
+
+``serve`` checks the settings and loads the champion once before granian starts, so a bad setting
+or a missing champion is one clear line and a non-zero exit, not a traceback per worker. Then the
+process becomes granian (``exec``): every worker loads the champion again in its own lifespan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from app.errors import StartupError
+from app.settings import Settings
+
+log = logging.getLogger("churn_api")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_environ()
+        return int(args.run(settings, args))
+    except StartupError as exc:
+        print(f"churn-api: {exc}", file=sys.stderr)
+        return 1
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from app.train import Generation, train_and_register
+
+    if args.if_missing and _champion_exists(settings):
+        print(f"{settings.model_name}@{settings.model_alias} already exists; not training")
+        return 0
+    result = train_and_register(
+        settings.tracking_uri,
+        settings.model_name,
+        settings.model_alias,
+        Generation(samples=args.samples, seed=args.seed),
+        promote=not args.no_promote,
+    )
+    promoted = f", alias {settings.model_alias} -> v{result.version}" if result.promoted else ""
+    print(
+        f"registered {settings.model_name} v{result.version} (run {result.run_id}, "
+        f"holdout ROC AUC {result.roc_auc:.3f}){promoted}"
+    )
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from app.model import load_champion
+
+    model = load_champion(settings)
+    print(f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): loads and passes the feature guard")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers or settings.workers
+    if not args.skip_check:
+        _check(settings, args)
+    command = [
+        sys.executable, "-m", "granian",
+        "--interface", "asgi",
+        "--factory",
+        "--host", args.host,
+        "--port", str(args.port),
+        "--workers", str(workers),
+        "--no-ws",
+        "--respawn-failed-workers",
+        "app.main:create_app",
+    ]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def _champion_exists(settings: Settings) -> bool:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    except MlflowException:
+        return False
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="churn-api", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train on synthetic data, register, make champion")
+    train.add_argument("--samples", type=int, default=20_000, help="customers to generate")
+    train.add_argument("--seed", type=int, default=7, help="random seed of the generator")
+    train.add_argument("--no-promote", action="store_true", help="register without moving the alias")
+    train.add_argument("--if-missing", action="store_true", help="only if the alias does not resolve yet")
+    train.set_defaults(run=_train)
+
+    check = commands.add_parser("check", help="load the champion once and report it")
+    check.set_defaults(run=_check)
+
+    serve = commands.add_parser("serve", help="serve the champion with granian workers")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: WORKERS, 2)")
+    serve.add_argument("--skip-check", action="store_true", help="do not load the champion before starting granian")
+    serve.set_defaults(run=_serve)
+    return parser

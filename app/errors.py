@@ -1,0 +1,121 @@
+"""One error tree, mapped to HTTP in one place.
+
+Every failure the service knows about is a :class:`ServiceError` carrying its status code; the
+handlers at the bottom turn those, Litestar's own exceptions and anything unexpected into short JSON
+bodies. Nothing a client sees ever contains a traceback, a file path or a library version.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.schemas import ErrorBody, FieldError, ValidationErrorBody
+
+if TYPE_CHECKING:
+    from litestar.types import ExceptionHandlersMap
+
+log = logging.getLogger("churn_api")
+
+
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    detail: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        if detail is not None:
+            self.detail = detail
+        super().__init__(self.detail)
+
+
+class RequestValidationError(ServiceError):
+    status_code = 422
+    detail = "Request validation failed"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__()
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    detail = "Content-Type must be application/json"
+
+
+class ModelNotLoaded(ServiceError):
+    status_code = 503
+    detail = "Model not loaded"
+
+
+class Overloaded(ServiceError):
+    status_code = 503
+    detail = "Server is overloaded, retry shortly"
+
+
+class StartupError(Exception):
+    """The service cannot start: a bad setting or a champion that cannot be loaded."""
+
+
+def _json(body: object, status_code: int, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    if isinstance(exc, RequestValidationError):
+        return _json(ValidationErrorBody(exc.detail, exc.errors), 422)
+    if exc.status_code >= 500 and not isinstance(exc, (ModelNotLoaded, Overloaded)):
+        return _unexpected(request, exc)
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+    return _json(ErrorBody(exc.detail), exc.status_code, headers)
+
+
+def _parameter_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's own parameter validation answers 422 naming the fields, not 400.
+
+    Predict bodies and their ``threshold`` are checked together by the strict DTO; what reaches
+    here is a parameter Litestar checked itself, or an empty body (Litestar's ``data`` key).
+    """
+    errors = [_field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else [])]
+    if not errors:
+        errors = [FieldError("query", "query", "Invalid query parameters")]
+    return _json(ValidationErrorBody("Request validation failed", errors), 422)
+
+
+def _field_error(item: object) -> FieldError:
+    if not isinstance(item, dict):
+        return FieldError("query", "query", str(item))
+    key = str(item.get("key", "query"))
+    if key == "data":
+        return FieldError("body", "body", "Request body is empty; expected a JSON object")
+    return FieldError(str(item.get("source", "query")), key, str(item.get("message", "Invalid")))
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= 500:
+        return _unexpected(request, exc)
+    status = 422 if exc.status_code == 400 else exc.status_code
+    detail = exc.detail
+    if exc.status_code == 413:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"Request body is larger than MAX_BODY_BYTES ({limit} bytes)"
+    return _json(ErrorBody(detail), status, exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return _json(ErrorBody("Internal server error"), 500)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ValidationException: _parameter_error,
+    ServiceError: _service_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,114 @@
+"""Running the blocking model call off the event loop.
+
+:class:`MicroBatcher` (the default) gives each worker one scoring thread fed by a queue. Whatever
+is waiting when the thread is free becomes one ``predict_proba`` call, up to ``max_rows`` rows;
+an idle worker scores a lone request at once (no fixed wait). A request's rows are never split,
+and rows are only ever grouped with rows scored by the same model object.
+:class:`ThreadOffload` is the plain alternative (``MICRO_BATCHING=false``): one call per request
+in a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, Protocol
+
+import numpy as np
+
+from app.model import Champion, Rows, Scores, prepare_inference_thread
+
+
+class Scorer(Protocol):
+    async def score(self, model: Champion, rows: Rows) -> Scores: ...
+
+    def close(self) -> None: ...
+
+
+_Item = tuple[Champion, Rows, "asyncio.Future[Scores]"]
+
+
+class _Stop:
+    """Queued by close(): the scoring thread finishes what it holds and ends."""
+
+
+_STOP: Final = _Stop()
+
+
+class MicroBatcher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_rows: int) -> None:
+        self._loop = loop
+        self._max_rows = max_rows
+        self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="churn-scorer", daemon=True)
+        self._thread.start()
+
+    async def score(self, model: Champion, rows: Rows) -> Scores:
+        future: asyncio.Future[Scores] = self._loop.create_future()
+        self._queue.put((model, rows, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        prepare_inference_thread()
+        carried: _Item | _Stop | None = None
+        while True:
+            first = carried if carried is not None else self._queue.get()
+            carried = None
+            if isinstance(first, _Stop):
+                return
+            batch = [first]
+            model, rows_count = first[0], len(first[1])
+            while rows_count < self._max_rows:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _Stop) or nxt[0] is not model or rows_count + len(nxt[1]) > self._max_rows:
+                    carried = nxt
+                    break
+                batch.append(nxt)
+                rows_count += len(nxt[1])
+            self._score(model, batch)
+
+    def _score(self, model: Champion, batch: list[_Item]) -> None:
+        futures = [future for _, _, future in batch]
+        try:
+            rows = batch[0][1] if len(batch) == 1 else np.concatenate([r for _, r, _ in batch])
+            scores = model.predict(rows)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            self._loop.call_soon_threadsafe(_fail, futures, exc)
+            return
+        bounds = np.cumsum([0, *(len(r) for _, r, _ in batch)]).tolist()
+        self._loop.call_soon_threadsafe(_resolve, futures, scores, bounds)
+
+
+def _resolve(futures: list[asyncio.Future[Scores]], scores: Scores, bounds: list[int]) -> None:
+    for index, future in enumerate(futures):
+        if not future.done():
+            future.set_result(scores[bounds[index] : bounds[index + 1]])
+
+
+def _fail(futures: list[asyncio.Future[Scores]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
+
+
+class ThreadOffload:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int = 2) -> None:
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(
+            threads, thread_name_prefix="churn-scorer", initializer=prepare_inference_thread
+        )
+
+    async def score(self, model: Champion, rows: Rows) -> Scores:
+        return await self._loop.run_in_executor(self._pool, model.predict, rows)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

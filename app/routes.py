@@ -1,0 +1,143 @@
+"""The HTTP endpoints. Handlers stay thin: decode (strictly, in the DTO), score, answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+import numpy as np
+from litestar import Response, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from app.errors import ModelNotLoaded, ServiceError
+from app.inference import Scorer
+from app.model import Champion, Rows, Scores
+from app.schemas import (
+    FEATURES,
+    BatchPrediction,
+    BatchRequest,
+    Customer,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    Prediction,
+    ValidationErrorBody,
+)
+from app.settings import Settings
+from app.validation import StrictJSONBody
+
+
+@dataclass
+class Service:
+    """What the handlers need, stored once on ``app.state.service`` by the lifespan."""
+
+    settings: Settings
+    scorer: Scorer
+    model: Champion | None = None
+
+
+class ModelOutputError(ServiceError):
+    detail = "Model returned an invalid probability"
+
+
+ThresholdQuery = Annotated[
+    float | None,
+    Parameter(
+        ge=0,
+        le=1,
+        description="Decision threshold for this request only (default: DECISION_THRESHOLD).",
+    ),
+]
+
+_ERRORS: Final = {
+    413: ResponseSpec(ErrorBody, description="Request body larger than MAX_BODY_BYTES"),
+    415: ResponseSpec(ErrorBody, description="Content-Type is not JSON"),
+    422: ResponseSpec(
+        ValidationErrorBody, description="Invalid body or query: every offending field is named"
+    ),
+    503: ResponseSpec(ErrorBody, description="No model loaded"),
+}
+_PREDICT: Final[dict[str, Any]] = {
+    "dto": StrictJSONBody,
+    "return_dto": None,
+    "status_code": 200,
+    "responses": _ERRORS,
+}
+
+
+@post("/predict", **_PREDICT, opt={"body_type": Customer})
+async def predict(data: Customer, state: State, threshold: ThresholdQuery = None) -> Prediction:
+    """Score one customer: P(churn), the label at the threshold, and the model version."""
+    service: Service = state.service
+    rows = np.array([_row(data)], dtype=np.float64)
+    return (await _score(service, rows, threshold))[0]
+
+
+@post("/predict/batch", **_PREDICT, opt={"body_type": BatchRequest})
+async def predict_batch(
+    data: BatchRequest, state: State, threshold: ThresholdQuery = None
+) -> BatchPrediction:
+    """Score 1 to 1024 customers with one vectorised model call; answers keep the input order."""
+    service: Service = state.service
+    rows = np.array([_row(customer) for customer in data.instances], dtype=np.float64)
+    predictions = await _score(service, rows, threshold)
+    return BatchPrediction(predictions=predictions, count=len(predictions))
+
+
+@get("/health", responses={503: ResponseSpec(Health, description="No model loaded")})
+async def health(state: State) -> Response[Health]:
+    """Readiness: 200 when a model is loaded, 503 otherwise."""
+    if state.service.model is None:
+        return Response(Health("unavailable"), status_code=503)
+    return Response(Health("ok"))
+
+
+@get("/model-info", responses={503: _ERRORS[503]})
+async def model_info(state: State) -> ModelInfo:
+    """Which registered model and version answers, at which default threshold, on which features."""
+    service: Service = state.service
+    model = _model(service)
+    return ModelInfo(
+        name=model.name,
+        version=model.version,
+        alias=model.alias,
+        run_id=model.run_id,
+        threshold=service.settings.decision_threshold,
+        features=list(FEATURES),
+    )
+
+
+ROUTES: Final = [predict, predict_batch, health, model_info]
+
+
+def _row(customer: Customer) -> tuple[float, ...]:
+    return (
+        customer.tenure_months,
+        customer.monthly_charges,
+        customer.total_charges,
+        customer.num_support_tickets,
+        customer.is_month_to_month,
+    )
+
+
+def _model(service: Service) -> Champion:
+    if service.model is None:
+        raise ModelNotLoaded()
+    return service.model
+
+
+async def _score(service: Service, rows: Rows, threshold: float | None) -> list[Prediction]:
+    """The one prediction path, shared by single and batch requests."""
+    model = _model(service)  # the model a request starts with is the one that answers it
+    scores: Scores = await service.scorer.score(model, rows)
+    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
+        raise ModelOutputError()
+    cut = service.settings.decision_threshold if threshold is None else threshold
+    labels = (scores >= cut).tolist()
+    version = model.version
+    return [
+        Prediction(probability, label, version)
+        for probability, label in zip(np.round(scores, 6).tolist(), labels, strict=True)
+    ]

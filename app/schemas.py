@@ -1,0 +1,117 @@
+"""Wire types: what a client may send and what the service answers.
+
+The five features, their bounds and their order are the contract (``CONTRACT.md``). Requests are
+decoded strictly (a string is never a number, ``24.5`` is never an integer) by prebuilt decoders;
+:mod:`app.validation` turns a failed decode into a list naming every offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+FEATURES: Final[tuple[str, ...]] = (
+    "tenure_months",
+    "monthly_charges",
+    "total_charges",
+    "num_support_tickets",
+    "is_month_to_month",
+)
+MAX_BATCH: Final = 1024
+
+CROSS_FIELD_RULE: Final = "total_charges must be >= monthly_charges when tenure_months > 0"
+
+
+
+def breaks_cross_field_rule(tenure_months: int, monthly_charges: float, total_charges: float) -> bool:
+    """The contract's cross-field rule, shared by the fast decoder and the error report."""
+    return tenure_months > 0 and total_charges < monthly_charges
+
+
+TenureMonths = Annotated[int, Meta(ge=0, le=600, description="Months as a customer.", examples=[12])]
+MonthlyCharges = Annotated[
+    float, Meta(gt=0, lt=10_000, description="Current monthly bill.", examples=[79.5])
+]
+TotalCharges = Annotated[
+    float, Meta(ge=0, le=6_000_000, description="Billed over the whole tenure.", examples=[954.0])
+]
+SupportTickets = Annotated[
+    int, Meta(ge=0, le=1_000, description="Support tickets opened.", examples=[3])
+]
+MonthToMonth = Annotated[bool, Meta(description="True for a month-to-month contract.")]
+
+EXAMPLE_CUSTOMER: Final = {
+    "tenure_months": 12,
+    "monthly_charges": 79.5,
+    "total_charges": 954.0,
+    "num_support_tickets": 3,
+    "is_month_to_month": True,
+}
+
+
+class Customer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One customer's features, in the order the model sees them."""
+
+    tenure_months: TenureMonths
+    monthly_charges: MonthlyCharges
+    total_charges: TotalCharges
+    num_support_tickets: SupportTickets
+    is_month_to_month: MonthToMonth
+
+    def __post_init__(self) -> None:
+        if breaks_cross_field_rule(self.tenure_months, self.monthly_charges, self.total_charges):
+            raise ValueError(CROSS_FIELD_RULE)
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Up to 1024 customers scored with one vectorised model call."""
+
+    instances: Annotated[list[Customer], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    churn_probability: Annotated[float, Meta(ge=0, le=1, description="P(churn), 6 decimals.")]
+    churn_label: Annotated[bool, Meta(description="churn_probability >= threshold.")]
+    model_version: Annotated[str, Meta(description="Registry version that answered.")]
+
+
+class BatchPrediction(msgspec.Struct, frozen=True):
+    predictions: list[Prediction]
+    count: int
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    threshold: float
+    features: list[str]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One offending input: where it is (``body`` or ``query``), its path, and why."""
+
+    source: str
+    field: str
+    message: str
+
+
+class ValidationErrorBody(msgspec.Struct, frozen=True):
+    detail: str
+    errors: list[FieldError]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    detail: str
+
+
+customer_decoder: Final = msgspec.json.Decoder(Customer)
+batch_decoder: Final = msgspec.json.Decoder(BatchRequest)
+encoder: Final = msgspec.json.Encoder()

@@ -1,0 +1,56 @@
+"""Sessions: ``nox -s serve`` runs the service, ``nox -s tests`` the test suite (see README)."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests"]
+nox.needs_version = ">=2024.4.15"
+
+PYTHON = "3.11"
+
+
+def sync(session: nox.Session, *groups: str) -> None:
+    """Install the project and the given dependency groups exactly as pinned in uv.lock."""
+    args = ["uv", "sync", "--locked", "--compile-bytecode", "--inexact"]
+    for group in groups:
+        args += ["--group", group]
+    session.run_install(*args, env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location})
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (web layer, real MLflow registry, real granian server, browser)."""
+    sync(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check and mypy --strict."""
+    sync(session, "lint", "test")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON, default=False)
+def serve(session: nox.Session) -> None:
+    """Train and register a champion if the local registry has none, then serve it on :8000."""
+    sync(session)
+    session.run("churn-api", "train", "--if-missing")
+    session.run("churn-api", "serve", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(python=PYTHON, default=False)
+def train(session: nox.Session) -> None:
+    """Train, register and promote a new champion version (options: see churn-api train -h)."""
+    sync(session)
+    session.run("churn-api", "train", *session.posargs)
+
+
+if os.environ.get("CI"):
+    nox.options.error_on_missing_interpreters = True
