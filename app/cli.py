@@ -22,7 +22,9 @@ log = logging.getLogger("churn_api")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings.from_environ()
@@ -57,7 +59,9 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from app.model import load_champion
 
     model = load_champion(settings)
-    print(f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): loads and passes the feature guard")
+    print(
+        f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): loads and passes the feature guard"
+    )
     return 0
 
 
@@ -101,8 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train on synthetic data, register, make champion")
     train.add_argument("--samples", type=int, default=20_000, help="customers to generate")
     train.add_argument("--seed", type=int, default=7, help="random seed of the generator")
-    train.add_argument("--no-promote", action="store_true", help="register without moving the alias")
-    train.add_argument("--if-missing", action="store_true", help="only if the alias does not resolve yet")
+    train.add_argument(
+        "--no-promote", action="store_true", help="register without moving the alias"
+    )
+    train.add_argument(
+        "--if-missing", action="store_true", help="only if the alias does not resolve yet"
+    )
     train.set_defaults(run=_train)
 
     check = commands.add_parser("check", help="load the champion once and report it")
@@ -111,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the champion with granian workers")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: WORKERS, 2)")
-    serve.add_argument("--skip-check", action="store_true", help="do not load the champion before starting granian")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: WORKERS, 2)"
+    )
+    serve.add_argument(
+        "--skip-check", action="store_true", help="do not load the champion before starting granian"
+    )
     serve.set_defaults(run=_serve)
     return parser

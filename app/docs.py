@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from litestar import Litestar, Router
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.static_files import create_static_files_router
 
-from app.schemas import MAX_BATCH, EXAMPLE_CUSTOMER, FEATURES
+from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MAX_BATCH
 
 ASSETS_PATH: Final = "/schema/assets"
 _STRICT_BODIES: Final = ("Customer", "BatchRequest")

@@ -69,7 +69,11 @@ class MicroBatcher:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(nxt, _Stop) or nxt[0] is not model or rows_count + len(nxt[1]) > self._max_rows:
+                if (
+                    isinstance(nxt, _Stop)
+                    or nxt[0] is not model
+                    or rows_count + len(nxt[1]) > self._max_rows
+                ):
                     carried = nxt
                     break
                 batch.append(nxt)

@@ -24,13 +24,16 @@ MAX_BATCH: Final = 1024
 CROSS_FIELD_RULE: Final = "total_charges must be >= monthly_charges when tenure_months > 0"
 
 
-
-def breaks_cross_field_rule(tenure_months: int, monthly_charges: float, total_charges: float) -> bool:
+def breaks_cross_field_rule(
+    tenure_months: int, monthly_charges: float, total_charges: float
+) -> bool:
     """The contract's cross-field rule, shared by the fast decoder and the error report."""
     return tenure_months > 0 and total_charges < monthly_charges
 
 
-TenureMonths = Annotated[int, Meta(ge=0, le=600, description="Months as a customer.", examples=[12])]
+TenureMonths = Annotated[
+    int, Meta(ge=0, le=600, description="Months as a customer.", examples=[12])
+]
 MonthlyCharges = Annotated[
     float, Meta(gt=0, lt=10_000, description="Current monthly bill.", examples=[79.5])
 ]

@@ -66,13 +66,7 @@ def synthesize(generation: Generation) -> tuple[pd.DataFrame, np.ndarray[Any, np
     total = np.round(tenure * monthly * rng.uniform(0.93, 1.07, n), 2)
     total = np.where(tenure > 0, np.maximum(total, monthly), 0.0)
     tickets = rng.poisson(0.6 + 0.8 * month_to_month + 0.012 * monthly).astype(np.int64)
-    logit = (
-        -1.6
-        + 1.5 * month_to_month
-        + 0.42 * tickets
-        - 0.045 * tenure
-        + 0.018 * (monthly - 68)
-    )
+    logit = -1.6 + 1.5 * month_to_month + 0.42 * tickets - 0.045 * tenure + 0.018 * (monthly - 68)
     churn = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     frame = pd.DataFrame(
         {
@@ -142,7 +136,7 @@ def train_and_register(
         )
     version = str(info.registered_model_version)
     if promote:
-        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
-            model_name, alias, version
-        )
+        MlflowClient(
+            tracking_uri=tracking_uri, registry_uri=tracking_uri
+        ).set_registered_model_alias(model_name, alias, version)
     return TrainResult(run_id=run.info.run_id, version=version, roc_auc=auc, promoted=promote)
