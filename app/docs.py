@@ -1,8 +1,8 @@
 """OpenAPI at ``/schema``: Swagger UI served from the service itself, and a precise document.
 
 Litestar's render plugins load their JavaScript from public CDNs; here the Swagger UI assets come
-from the ``flask-swagger-ui`` wheel (only its static files are used, Flask is never imported), so the
-page works with no internet access. :func:`polish` fixes what Litestar's generator leaves out or
+from the ``flask-swagger-ui`` wheel (only its static files are used, Flask is never imported), so
+the page works with no internet access. :func:`polish` fixes what Litestar's generator leaves out or
 adds by default: bounds of 0 on query parameters, ``additionalProperties: false`` for bodies that
 reject unknown fields, request examples, and the 400/201 responses this service never sends.
 """

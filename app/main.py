@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         finally:
             scorer.close()
 
-    app = Litestar(
+    return Litestar(
         route_handlers=[*ROUTES, docs.assets_router()],
         lifespan=[lifespan],
         on_startup=[docs.polish],
@@ -62,4 +62,3 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
-    return app

@@ -7,11 +7,11 @@ documented generative process over the five contract features:
 * ``tenure_months``: month-to-month customers stay shorter (exponential, mean 14 months) than
   customers on a term contract (mean 38 months), capped at 72; about 3 % are new (tenure 0);
 * ``monthly_charges`` ~ Normal(68, 28) clipped to [18.25, 125], in cents;
-* ``total_charges`` = tenure × monthly × Uniform(0.93, 1.07) (price changes over time), never below
+* ``total_charges`` = tenure x monthly x Uniform(0.93, 1.07) (price changes over time), never below
   one month's charge when tenure > 0 (the contract's cross-field rule) and 0 for new customers;
-* ``num_support_tickets`` ~ Poisson(0.6 + 0.8 × month_to_month + 0.012 × monthly);
-* churn ~ Bernoulli(sigmoid(-1.6 + 1.5 × month_to_month + 0.42 × tickets - 0.045 × tenure
-  + 0.018 × (monthly - 68))): contract type, tickets, short tenure and high charges drive churn.
+* ``num_support_tickets`` ~ Poisson(0.6 + 0.8 x month_to_month + 0.012 x monthly);
+* churn ~ Bernoulli(sigmoid(-1.6 + 1.5 x month_to_month + 0.42 x tickets - 0.045 x tenure
+  + 0.018 x (monthly - 68))): contract type, tickets, short tenure and high charges drive churn.
 
 The model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with the
 contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged with a
