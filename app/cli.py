@@ -60,7 +60,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
     model = load_champion(settings)
     print(
-        f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): loads and passes the feature guard"
+        f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): "
+        "loads and passes the feature guard"
     )
     return 0
 

@@ -110,7 +110,8 @@ class StrictJSONBody(AbstractDTO[T]):
         check_media_type(self.asgi_connection.headers.get("content-type"))
         _, query_errors = query_threshold(self.asgi_connection.query_params.get("threshold"))
         try:
-            body = decode_body(value, self.asgi_connection.route_handler.opt["body_type"])
+            body_type: type[T] = self.asgi_connection.route_handler.opt["body_type"]
+            body = decode_body(value, body_type)
         except RequestValidationError as exc:
             raise RequestValidationError(query_errors + exc.errors) from None
         if query_errors:
