@@ -9,7 +9,7 @@ import numpy as np
 from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from app.errors import ModelNotLoaded, ServiceError
 from app.inference import Scorer
@@ -68,7 +68,9 @@ _PREDICT: Final[dict[str, Any]] = {
 
 
 @post("/predict", **_PREDICT, opt={"body_type": Customer})
-async def predict(data: Customer, state: State, threshold: ThresholdQuery = None) -> Prediction:
+async def predict(
+    data: JSONBody[Customer], state: State, threshold: ThresholdQuery = None
+) -> Prediction:
     """Score one customer: P(churn), the label at the threshold, and the model version."""
     service: Service = state.service
     rows = np.array([_row(data)], dtype=np.float64)
@@ -77,7 +79,7 @@ async def predict(data: Customer, state: State, threshold: ThresholdQuery = None
 
 @post("/predict/batch", **_PREDICT, opt={"body_type": BatchRequest})
 async def predict_batch(
-    data: BatchRequest, state: State, threshold: ThresholdQuery = None
+    data: JSONBody[BatchRequest], state: State, threshold: ThresholdQuery = None
 ) -> BatchPrediction:
     """Score 1 to 1024 customers with one vectorised model call; answers keep the input order."""
     service: Service = state.service
