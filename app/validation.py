@@ -49,7 +49,12 @@ def decode_body(raw: bytes, body_type: type[T]) -> T:
     """Decode ``raw`` strictly into ``body_type`` or raise an error naming every bad field."""
     try:
         return _DECODERS[body_type].decode(raw)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as first:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as first:  # invalid UTF-8 inside a JSON string is a UnicodeDecodeError
         errors = body_errors(raw, body_type)
         if not errors:  # both paths must agree; keep msgspec's own word if they do not
             errors = [FieldError("body", "body", _clean(str(first)))]
@@ -128,7 +133,7 @@ def body_errors(raw: bytes, body_type: type[Any]) -> list[FieldError]:
         return [_body("Request body is empty; expected a JSON object")]
     try:
         document = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         return [_body(f"Request body is not valid JSON: {_clean(str(exc))}")]
     except msgspec.ValidationError as exc:  # e.g. numbers out of range such as 1e999
         return [_body(f"Request body is not valid JSON: {_clean(str(exc))}")]
