@@ -14,6 +14,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from app.errors import StartupError
+from app.schemas import MAX_BATCH
 
 DEFAULT_TRACKING_URI: Final = "sqlite:///mlflow.db"
 
@@ -37,6 +38,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """MAX_BATCH_ROWS: most rows one micro-batched model call takes (a request is never split)."""
     workers: int = 2
     """WORKERS: granian worker processes started by ``churn-api serve``."""
+    access_log: bool = True
+    """ACCESS_LOG: one JSON line per request on stderr (method, path, status, duration, ids)."""
+    model_poll_seconds: float = 30.0
+    """MODEL_POLL_SECONDS: how often each worker checks whether the alias moved; 0 turns it off."""
+    admin_token: str | None = None
+    """ADMIN_TOKEN: bearer token for ``POST /admin/reload`` (at least 16 characters); unset, the
+    endpoint does not exist."""
+    max_queued_rows: int = 4096
+    """MAX_QUEUED_ROWS: rows a worker may hold waiting or being scored; beyond it 503 at once."""
+    request_timeout_seconds: float = 10.0
+    """REQUEST_TIMEOUT_SECONDS: a request not answering by then gets 503 at once; 0 turns it off."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +63,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             micro_batching=reader.flag("MICRO_BATCHING", True),
             max_batch_rows=reader.integer("MAX_BATCH_ROWS", 2048, low=1, high=1 << 20),
             workers=reader.integer("WORKERS", 2, low=1, high=256),
+            access_log=reader.flag("ACCESS_LOG", True),
+            model_poll_seconds=reader.number("MODEL_POLL_SECONDS", 30.0, low=0.0, high=86_400.0),
+            admin_token=reader.secret("ADMIN_TOKEN", min_chars=16),
+            max_queued_rows=reader.integer("MAX_QUEUED_ROWS", 4096, low=MAX_BATCH, high=1 << 24),
+            request_timeout_seconds=reader.number(
+                "REQUEST_TIMEOUT_SECONDS", 10.0, low=0.0, high=3600.0
+            ),
         )
 
 
@@ -79,6 +98,18 @@ class _Reader:
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         expected = f"an integer in [{low}, {high}]"
         return self._get(name, default, _bounded(int, low, high), expected)
+
+    def secret(self, name: str, *, min_chars: int) -> str | None:
+        """An optional token: unset means None; set, it must be long and free of whitespace."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return None
+        if len(raw) < min_chars or any(c.isspace() or not c.isprintable() for c in raw):
+            raise StartupError(  # never echo the value: it is a secret
+                f"setting {name} must be at least {min_chars} printable characters "
+                "without whitespace"
+            )
+        return raw
 
     def flag(self, name: str, default: bool) -> bool:
         return self._get(name, default, _flag, "one of true/false/1/0/yes/no/on/off")
