@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -50,6 +51,18 @@ def train(session: nox.Session) -> None:
     """Train, register and promote a new champion version (options: see churn-api train -h)."""
     sync(session)
     session.run("churn-api", "train", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def perf(session: nox.Session) -> None:
+    """Benchmark churn-api against its FastAPI twin with wrk (-- --short: CI smoke, < 1 min)."""
+    if shutil.which("wrk") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            session.error("perf needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk)")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    sync(session, "perf")
+    session.run("python", "perf/bench.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
 if os.environ.get("CI"):

@@ -1,0 +1,649 @@
+"""``nox -s perf``: churn-api against its FastAPI twin, side by side, in one run.
+
+1. Makes (or reuses) a real MLflow registry with a champion under ``perf/results/tmp/registry``.
+2. Measures the service time t̄ in process and prints the W/t̄ estimate of throughput.
+3. For each stack, starts W workers on 127.0.0.1 against that registry (timing the start until
+   the first 200), checks its answers against the model in process, drives it with ``wrk`` (one
+   thread, fixed concurrency and duration, one fixed POST body per run), and samples the CPU of
+   the server's process tree and of wrk, and the server's memory (PSS).
+4. Prints the table and the target ratios, and writes ``perf/results/<mode>.json`` (with the
+   payloads, server settings, versions and machine) and ``perf/results/<mode>.png``.
+
+Modes: ``--short`` (CI smoke, well under a minute), the default full run, and ``--sweep`` (only
+churn-api, one run per granian setting, to pick the settings documented in ``perf/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PERF = ROOT / "perf"
+PAYLOADS = PERF / "payloads"
+LUA = PERF / "wrk" / "post.lua"
+RESULTS = PERF / "results"
+REGISTRY = RESULTS / "tmp" / "registry"
+MODEL_NAME = "churn-classifier"
+ALIAS = "champion"
+PACKAGES = (
+    "churn-api", "litestar", "msgspec", "granian", "numpy", "scikit-learn", "pandas", "mlflow",
+    "skops", "fastapi", "pydantic", "uvicorn", "uvloop", "httptools", "starlette", "matplotlib",
+)  # fmt: skip
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    warmup: int
+    duration: int
+    concurrencies: tuple[int, ...]
+    batch_concurrency: int
+    timing_seconds: float
+    micro_batching_off: bool
+
+
+MODES = {
+    "short": Mode("short", 1, 2, (1, 32), 32, 0.3, False),
+    "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 32, 2.0, True),
+}
+HEADLINE = 32  # connections of the headline comparison
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One server to measure: how to start it and what to call it."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Server:
+    stack: Stack
+    port: int
+    cwd: Path
+    process: subprocess.Popen[bytes] | None = None
+    startup_seconds: float = 0.0
+    log: Path = field(default_factory=Path)
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.log = REGISTRY.parent / f"{_slug(self.stack.name)}.log"
+        env = {**os.environ, **self.stack.env, "PYTHONUNBUFFERED": "1"}
+        command = [arg.replace("{port}", str(self.port)) for arg in self.stack.command]
+        started = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.stack.name} exited at startup:\n{self.log_tail()}")
+            try:
+                status, _ = request(self.port, "GET", "/health", timeout=2.0)
+            except OSError:
+                status = 0
+            if status == 200:
+                self.startup_seconds = time.perf_counter() - started
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.stack.name} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # the session this script started
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def pids(self) -> list[int]:
+        assert self.process is not None
+        return process_tree(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def pss_mib(self) -> float:
+        return sum(pss_kib(pid) for pid in self.pids()) / 1024
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- /proc ---------------------------------------------------------------------------------------
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree = [root]
+    for pid in tree:
+        tree.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- HTTP checks ---------------------------------------------------------------------------------
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        connection.close()
+
+
+def check_answers(server: Server, expected: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack answers exactly what the model gives in process (6 decimals, label, version)."""
+    port, problems = server.port, []
+    single = (PAYLOADS / "predict.json").read_bytes()
+    batch = (PAYLOADS / "batch-1000.json").read_bytes()
+    status, got = request(port, "POST", "/predict", single)
+    if status != 200 or got != expected["single"]:
+        problems.append(f"/predict: {status} {got} != {expected['single']}")
+    status, got = request(port, "POST", "/predict?threshold=0.99", single)
+    if status != 200 or got != {**expected["single"], "churn_label": False}:
+        problems.append(f"/predict?threshold=0.99: {status} {got}")
+    status, got = request(port, "POST", "/predict/batch", batch)
+    if status != 200 or got != {"predictions": expected["batch"], "count": len(expected["batch"])}:
+        differing = -1
+        if status == 200 and isinstance(got, dict):
+            pairs = zip(got.get("predictions", []), expected["batch"], strict=False)
+            differing = sum(a != b for a, b in pairs)
+        problems.append(f"/predict/batch: status {status}, {differing} predictions differ")
+    status, got = request(port, "POST", "/predict", b'{"tenure_months": "12"}')
+    if status != 422:
+        problems.append(f"invalid body answered {status}, not 422")
+    status, got = request(port, "GET", "/model-info")
+    if status != 200 or got.get("version") != expected["single"]["model_version"]:
+        problems.append(f"/model-info: {status} {got}")
+    return {"ok": not problems, "problems": problems}
+
+
+# --- wrk -----------------------------------------------------------------------------------------
+
+
+def wrk(server: Server, path: str, body: Path, connections: int, duration: int) -> dict[str, Any]:
+    """One wrk run; adds the server's and wrk's CPU use over it (in cores, 1.0 = one core busy)."""
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+        "-s", str(LUA), f"http://127.0.0.1:{server.port}{path}", "--", str(body),
+    ]  # fmt: skip
+    server_cpu = server.cpu_seconds()
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    server_cpu = server.cpu_seconds() - server_cpu
+    line = next((x for x in output.splitlines() if x.startswith("WRK_JSON ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = result["duration_us"] / 1e6
+    errors = sum(result["errors"].values())
+    return {
+        "connections": connections,
+        "requests": result["requests"],
+        "rps": result["requests"] / seconds,
+        "errors": errors,
+        "errors_detail": result["errors"],
+        "latency_ms": {k: v / 1000 for k, v in result["latency_us"].items()},
+        "server_cpu_cores": server_cpu / wall,
+        "wrk_cpu_cores": (usage.ru_utime + usage.ru_stime) / wall,
+    }
+
+
+def drive(server: Server, mode: Mode, path: str, body: Path, connections: int) -> dict[str, Any]:
+    wrk(server, path, body, connections, mode.warmup)
+    return wrk(server, path, body, connections, mode.duration)
+
+
+# --- in process ----------------------------------------------------------------------------------
+
+
+def mean_seconds(call: Callable[[], object], budget: float) -> float:
+    """Mean wall time of ``call`` over as many calls as fit in ``budget`` (after a warm-up)."""
+    for _ in range(20):
+        call()
+    calls, started = 0, time.perf_counter()
+    while True:
+        for _ in range(50):
+            call()
+        calls += 50
+        elapsed = time.perf_counter() - started
+        if elapsed >= budget:
+            return elapsed / calls
+
+
+def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """t̄ for the seed design and for churn-api's path, and the answers the servers must give."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    import sklearn
+
+    from app.model import load_champion
+    from app.schemas import FEATURES, Prediction, customer_decoder, encoder
+    from app.settings import Settings
+
+    champion = load_champion(Settings.from_environ({"MLFLOW_TRACKING_URI": uri}))
+    mlflow.set_registry_uri(uri)
+    estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@{ALIAS}")
+    raw = (PAYLOADS / "predict.json").read_bytes()
+    customer = json.loads(raw)
+    batch = json.loads((PAYLOADS / "batch-1000.json").read_bytes())["instances"]
+    columns = list(FEATURES)
+    row = np.array([[customer[name] for name in columns]], dtype=np.float64)
+    rows = np.array([[c[name] for name in columns] for c in batch], dtype=np.float64)
+    frame = pd.DataFrame([customer], columns=columns)
+
+    def seed_request() -> object:  # what the twin does per request, around the HTTP layer
+        return estimator.predict_proba(pd.DataFrame([customer], columns=columns))[:, 1]
+
+    def service_path() -> bytes:  # decode, row, model, encode (no HTTP, no queue)
+        c = customer_decoder.decode(raw)
+        x = np.array([(c.tenure_months, c.monthly_charges, c.total_charges,
+                       c.num_support_tickets, c.is_month_to_month)], dtype=np.float64)  # fmt: skip
+        p = float(champion.predict(x)[0])
+        return encoder.encode(Prediction(round(p, 6), p >= 0.5, champion.version))
+
+    timings = {
+        "seed_dataframe_request_us": mean_seconds(seed_request, budget),
+        "predict_proba_1row_dataframe_us": mean_seconds(
+            lambda: estimator.predict_proba(frame), budget
+        ),
+        "predict_proba_1row_numpy_us": mean_seconds(lambda: champion.predict(row), budget),
+    }
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        timings["predict_proba_1row_numpy_unchecked_us"] = mean_seconds(
+            lambda: champion.predict(row), budget
+        )
+        timings["service_path_1row_us"] = mean_seconds(service_path, budget)
+        timings["predict_proba_1000rows_per_row_us"] = mean_seconds(
+            lambda: champion.predict(rows), budget
+        ) / len(rows)
+    timings = {name: seconds * 1e6 for name, seconds in timings.items()}
+
+    def answer(p: float, version: str) -> dict[str, Any]:
+        return {"churn_probability": round(p, 6), "churn_label": p >= 0.5, "model_version": version}
+
+    single = float(estimator.predict_proba(frame)[0, 1])
+    many = estimator.predict_proba(pd.DataFrame(batch, columns=columns))[:, 1].tolist()
+    expected = {
+        "single": answer(single, champion.version),
+        "batch": [answer(p, champion.version) for p in many],
+    }
+    return timings, expected
+
+
+def ensure_registry(fresh: bool) -> str:
+    """A registry holding a champion; trained here (a few seconds) unless one is already there."""
+    if fresh and REGISTRY.exists():
+        shutil.rmtree(REGISTRY)
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{REGISTRY / 'mlflow.db'}"
+    os.chdir(REGISTRY)  # MLflow puts run artifacts under ./mlruns
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri, uri).get_model_version_by_alias(MODEL_NAME, ALIAS)
+    except MlflowException:
+        from app.train import train_and_register
+
+        result = train_and_register(uri, MODEL_NAME, ALIAS)
+        print(f"trained and registered {MODEL_NAME} v{result.version} in {REGISTRY}")
+    return uri
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stacks(uri: str, workers: int, mode: Mode, extra_env: Mapping[str, str]) -> list[Stack]:
+    env = {"MLFLOW_TRACKING_URI": uri, "MODEL_NAME": MODEL_NAME, "MODEL_ALIAS": ALIAS}
+    service = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "{port}",
+               "--workers", str(workers)]  # fmt: skip
+    twin = [sys.executable, "-m", "uvicorn", "perf.twin:create_app", "--factory",
+            "--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", "{port}",
+            "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    result = [Stack("churn-api", service, {**env, **extra_env, "MICRO_BATCHING": "true"})]
+    if mode.micro_batching_off:
+        off = {**env, **extra_env, "MICRO_BATCHING": "false"}
+        result.append(Stack("churn-api MICRO_BATCHING=false", service, off))
+    result.append(Stack("FastAPI twin", twin, env))
+    return result
+
+
+def measure_stack(
+    stack: Stack, mode: Mode, expected: Mapping[str, Any], concurrencies: Sequence[int]
+) -> dict[str, Any]:
+    server = Server(stack, free_port(), REGISTRY)
+    print(f"\n== {stack.name}: starting", flush=True)
+    server.start()
+    try:
+        pss_idle = server.pss_mib()
+        checks = check_answers(server, expected)
+        if not checks["ok"]:
+            raise RuntimeError(f"{stack.name} answers wrong: {checks['problems']}")
+        print(f"   first 200 after {server.startup_seconds:.2f}s; answers check out", flush=True)
+        single: dict[str, Any] = {}
+        for connections in concurrencies:
+            single[str(connections)] = run = drive(
+                server, mode, "/predict", PAYLOADS / "predict.json", connections
+            )
+            print(f"   /predict c={connections}: {_short(run)}", flush=True)
+        batch = drive(
+            server, mode, "/predict/batch", PAYLOADS / "batch-1000.json", mode.batch_concurrency
+        )
+        batch["rows_per_s"] = batch["rps"] * 1000
+        print(f"   /predict/batch c={mode.batch_concurrency}: {_short(batch)}", flush=True)
+        return {
+            "settings": {"command": stack.command, "env": stack.env},
+            "startup_seconds": server.startup_seconds,
+            "pss_mib_idle": pss_idle,
+            "pss_mib_after_load": server.pss_mib(),
+            "processes": len(server.pids()),
+            "checks": checks,
+            "single": single,
+            "batch_1000": batch,
+        }
+    finally:
+        server.stop()
+
+
+def _short(run: Mapping[str, Any]) -> str:
+    latency = run["latency_ms"]
+    return (
+        f"{run['rps']:,.0f} req/s, p50 {latency['p50']:.2f} p99 {latency['p99']:.2f} ms, "
+        f"errors {run['errors']}, server {run['server_cpu_cores']:.2f} cores, "
+        f"wrk {run['wrk_cpu_cores']:.2f}"
+    )
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    memory = next(
+        (int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+         if line.startswith("MemTotal")),
+        0,
+    )  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "memory_mib": memory,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def payload_facts(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    document = json.loads(raw)
+    return {
+        "path": str(path.relative_to(ROOT)),
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "rows": len(document["instances"]) if "instances" in document else 1,
+        "first_row": document["instances"][0] if "instances" in document else document,
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    found["wrk"] = subprocess.run(
+        ["wrk", "-v"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[0]
+    return found
+
+
+def summarise(result: dict[str, Any], workers: int) -> list[str]:
+    """The table and the targets, as printed and as written into the README."""
+    stacks_ = result["stacks"]
+    timings = result["in_process"]
+    lines = [
+        "| stack | scenario | req/s | rows/s | p50 ms | p95 ms | p99 ms | max ms | errors "
+        "| server CPU | wrk CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, stack in stacks_.items():
+        runs = [(f"/predict c={c}", run) for c, run in stack["single"].items()]
+        runs.append((f"/predict/batch 1000 rows c={stack['batch_1000']['connections']}",
+                     stack["batch_1000"]))  # fmt: skip
+        for scenario, run in runs:
+            rows = run.get("rows_per_s", run["rps"])
+            lat = run["latency_ms"]
+            lines.append(
+                f"| {name} | {scenario} | {run['rps']:,.0f} | {rows:,.0f} | {lat['p50']:.2f} "
+                f"| {lat['p95']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {run['errors']} "
+                f"| {run['server_cpu_cores']:.2f} | {run['wrk_cpu_cores']:.2f} |"
+            )
+    lines += ["", "| stack | startup to first 200 s | PSS idle MiB | PSS after load MiB |",
+              "|---|--:|--:|--:|"]  # fmt: skip
+    for name, stack in stacks_.items():
+        lines.append(
+            f"| {name} | {stack['startup_seconds']:.2f} | {stack['pss_mib_idle']:.0f} "
+            f"| {stack['pss_mib_after_load']:.0f} |"
+        )
+    ours, twin = stacks_["churn-api"], stacks_["FastAPI twin"]
+    head, base = ours["single"][str(HEADLINE)], twin["single"][str(HEADLINE)]
+    estimate = workers / (timings["seed_dataframe_request_us"] / 1e6)
+    targets = [
+        ("req/s vs twin (c=32)", head["rps"] / base["rps"], ">= 10x",
+         head["rps"] >= 10 * base["rps"]),
+        ("p99 vs twin (c=32)", head["latency_ms"]["p99"] / base["latency_ms"]["p99"], "<= 0.1x",
+         head["latency_ms"]["p99"] <= base["latency_ms"]["p99"] / 10),
+        ("batch rows/s (1000-row bodies)", ours["batch_1000"]["rows_per_s"], ">= 1,000,000",
+         ours["batch_1000"]["rows_per_s"] >= 1e6),
+        (f"req/s vs W/t̄ = {workers}/{timings['seed_dataframe_request_us']:.0f}µs "
+         f"= {estimate:,.0f}", head["rps"] / estimate, ">= 1x", head["rps"] >= estimate),
+        ("PSS vs twin (after load)", ours["pss_mib_after_load"] / twin["pss_mib_after_load"],
+         "<= 0.5x", ours["pss_mib_after_load"] <= twin["pss_mib_after_load"] / 2),
+        ("startup to first 200", ours["startup_seconds"], "<= 3 s", ours["startup_seconds"] <= 3),
+        ("req/s twin vs W/t̄", base["rps"] / estimate, "(for reference)", True),
+    ]  # fmt: skip
+    lines += ["", "| target | measured | goal | met |", "|---|--:|---|---|"]
+    for what, value, goal, met in targets:
+        shown = f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
+        lines.append(f"| {what} | {shown} | {goal} | {'yes' if met else 'NO'} |")
+    result["targets"] = [
+        {"target": what, "value": value, "goal": goal, "met": met}
+        for what, value, goal, met in targets
+    ]
+    return lines
+
+
+def plot(result: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (name, stack), color in zip(result["stacks"].items(), ["C0", "C2", "C3"], strict=False):
+        connections = [int(c) for c in stack["single"]]
+        runs = list(stack["single"].values())
+        for key, style in (("p50", "-"), ("p99", "--")):
+            latency.plot(connections, [r["latency_ms"][key] for r in runs], style, color=color,
+                         marker="o", label=f"{name} {key}")  # fmt: skip
+        throughput.plot(connections, [r["rps"] for r in runs], "-o", color=color, label=name)
+    titles = (
+        (latency, "POST /predict latency", "ms (log)"),
+        (throughput, "POST /predict throughput", "requests/s (log)"),
+    )
+    for axis, title, unit in titles:
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("concurrent connections (wrk, 1 thread)")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    workers = result["workers"]
+    figure.suptitle(f"churn-api vs FastAPI twin, {workers} workers each, {result['machine']['cpu']}"
+                    f" ({result['machine']['cpus']} CPUs)", fontsize=9)  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def sweep(uri: str, workers: int, mode: Mode, expected: Mapping[str, Any]) -> None:
+    """churn-api alone at c=32 (and c=1) under each granian setting read from GRANIAN_* vars."""
+    variants: dict[str, dict[str, str]] = {
+        "defaults": {},
+        "runtime-threads 2": {"GRANIAN_RUNTIME_THREADS": "2"},
+        "loop uvloop": {"GRANIAN_LOOP": "uvloop"},
+        "loop asyncio": {"GRANIAN_LOOP": "asyncio"},
+        "http 1": {"GRANIAN_HTTP": "1"},
+        "backpressure 64": {"GRANIAN_BACKPRESSURE": "64"},
+        "backpressure 8": {"GRANIAN_BACKPRESSURE": "8"},
+    }
+    results = {}
+    for name, env in variants.items():
+        stack = stacks(uri, workers, mode, env)[0]
+        stack = Stack(f"churn-api [{name}]", stack.command, stack.env)
+        results[name] = measure_stack(stack, mode, expected, (1, HEADLINE))
+    print("\n| granian setting | c=1 p50 ms | c=32 req/s | c=32 p99 ms | batch rows/s |")
+    print("|---|--:|--:|--:|--:|")
+    for name, run in results.items():
+        one, many = run["single"]["1"], run["single"][str(HEADLINE)]
+        print(
+            f"| {name} | {one['latency_ms']['p50']:.2f} | {many['rps']:,.0f} "
+            f"| {many['latency_ms']['p99']:.2f} | {run['batch_1000']['rows_per_s']:,.0f} |"
+        )
+    out = RESULTS / f"sweep-{mode.name}.json"
+    out.write_text(json.dumps({"machine": machine(), "variants": variants, "results": results},
+                              indent=1))  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--short", action="store_true", help="CI smoke: short runs, 2 concurrencies"
+    )
+    parser.add_argument("--sweep", action="store_true", help="churn-api only, per granian setting")
+    parser.add_argument("--workers", type=int, default=2, help="workers per stack (default 2)")
+    parser.add_argument("--fresh", action="store_true", help="train a new registry first")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("perf: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    mode = MODES["short" if args.short else "full"]
+    started = time.perf_counter()
+    uri = ensure_registry(args.fresh)
+    timings, expected = in_process(uri, mode.timing_seconds)
+    estimate = args.workers / (timings["seed_dataframe_request_us"] / 1e6)
+    print("in process (µs): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"W/t̄ estimate: {args.workers} workers / {timings['seed_dataframe_request_us']:.0f} µs"
+          f" = {estimate:,.0f} req/s")  # fmt: skip
+    if args.sweep:
+        sweep(uri, args.workers, mode, expected)
+        return 0
+    result: dict[str, Any] = {
+        "mode": mode.name,
+        "workers": args.workers,
+        "load": {
+            "generator": "wrk, 1 thread, keep-alive",
+            "warmup_s": mode.warmup,
+            "duration_s": mode.duration,
+            "concurrencies": mode.concurrencies,
+            "batch_concurrency": mode.batch_concurrency,
+        },
+        "payloads": {p.name: payload_facts(p) for p in sorted(PAYLOADS.glob("*.json"))},
+        "machine": machine(),
+        "versions": versions(),
+        "in_process": {**timings, "estimate_rps": estimate},
+        "stacks": {},
+    }
+    for stack in stacks(uri, args.workers, mode, {}):
+        result["stacks"][stack.name] = measure_stack(stack, mode, expected, mode.concurrencies)
+    table = summarise(result, args.workers)
+    result["seconds"] = time.perf_counter() - started
+    print("\n" + "\n".join(table))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{mode.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{mode.name}.md").write_text("\n".join(table) + "\n")
+    plot(result, RESULTS / f"{mode.name}.png")
+    print(f"\nwrote perf/results/{mode.name}.json, .md and .png ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
