@@ -2,7 +2,8 @@
 
 ``serve`` checks the settings and loads the champion once before granian starts, so a bad setting
 or a missing champion is one clear line and a non-zero exit, not a traceback per worker. Then the
-process becomes granian (``exec``): every worker loads the champion again in its own lifespan.
+process becomes granian (``exec`` of :mod:`app.serve`, which first prepares the workers' shared
+Prometheus directory): every worker loads the champion again in its own lifespan.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if not args.skip_check:
         _check(settings, args)
     command = [
-        sys.executable, "-m", "granian",
+        sys.executable, "-m", "app.serve",  # granian, with a shared Prometheus metrics directory
         "--interface", "asgi",
         "--factory",
         "--host", args.host,

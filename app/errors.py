@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from app import metrics
+from app.observability import REQUEST_ID_KEY
 from app.schemas import ErrorBody, FieldError, ValidationErrorBody
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ def _json(body: object, status_code: int, headers: dict[str, str] | None = None)
 
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
     if isinstance(exc, RequestValidationError):
+        metrics.validation_failed(exc.errors)
         return _json(ValidationErrorBody(exc.detail, exc.errors), 422)
     if exc.status_code >= 500 and not isinstance(exc, (ModelNotLoaded, Overloaded)):
         return _unexpected(request, exc)
@@ -83,6 +86,7 @@ def _parameter_error(request: Request[Any, Any, Any], exc: ValidationException) 
     errors = [_field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else [])]
     if not errors:
         errors = [FieldError("query", "query", "Invalid query parameters")]
+    metrics.validation_failed(errors)
     return _json(ValidationErrorBody("Request validation failed", errors), 422)
 
 
@@ -107,7 +111,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request.scope.get(REQUEST_ID_KEY)},  # the client has it in a header
+    )
     return _json(ErrorBody("Internal server error"), 500)
 
 

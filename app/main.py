@@ -14,10 +14,14 @@ from importlib.metadata import version as package_version
 
 from litestar import Litestar
 
-from app import docs
+from app import docs, metrics
+from app.admin import admin_routes
+from app.admission import Bounded
 from app.errors import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.model import Champion, load_champion
+from app.observability import AccessLog, RequestObserver, configure_logging
+from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
 from app.routes import ROUTES, Service
 from app.settings import Settings
 
@@ -29,16 +33,29 @@ Loader = Callable[[Settings], Champion | None]
 def create_app(settings: Settings | None = None, loader: Loader = load_champion) -> Litestar:
     settings = Settings.from_environ() if settings is None else settings
 
+    # Hot-swap polls the registry; a test's own loader is only asked again by /admin/reload.
+    registry = loader is load_champion
+    source: ModelSource = RegistrySource() if registry else LoaderSource(loader)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        configure_logging()
+        metrics.forget_dead_workers()
         loop = asyncio.get_running_loop()
         model = loader(settings)  # before the worker takes traffic; failure stops the worker
-        scorer: Scorer = (
+        scorer: Scorer = Bounded(
             MicroBatcher(loop, settings.max_batch_rows)
             if settings.micro_batching
-            else ThreadOffload(loop)
+            else ThreadOffload(loop),
+            settings.max_queued_rows,
         )
-        app.state.service = Service(settings=settings, scorer=scorer, model=model)
+        service = app.state.service = Service(settings=settings, scorer=scorer, model=model)
+        reloader = app.state.reloader = Reloader(
+            service,
+            source,
+            poll_seconds=settings.model_poll_seconds if registry else 0.0,
+            trigger=trigger_path() if settings.admin_token else None,
+        )
         if model is not None:
             log.info(
                 "serving %s version %s (alias %s, %.2fs to load, %s path)",
@@ -48,17 +65,56 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
                 model.load_seconds,
                 "numpy" if model.fast_path else "DataFrame",
             )
+            metrics.model_loaded(model.name, model.version, model.alias, model.load_seconds)
+        background = [
+            asyncio.create_task(reloader.run(), name="churn-reload"),
+            asyncio.create_task(_flush_metrics(), name="churn-metrics"),
+        ]
+        if settings.request_timeout_seconds > 0:
+            interval = min(1.0, max(0.05, settings.request_timeout_seconds / 10))
+            background.append(asyncio.create_task(observer.watch_deadlines(interval)))
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             scorer.close()
+            metrics.TALLY.flush()
+            metrics.worker_stopped()
 
-    return Litestar(
-        route_handlers=[*ROUTES, docs.assets_router()],
+    app = Litestar(
+        route_handlers=[
+            *ROUTES,
+            metrics.metrics_endpoint,
+            *admin_routes(settings),
+            docs.assets_router(),
+        ],
         lifespan=[lifespan],
         on_startup=[docs.polish],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=docs.openapi_config(package_version("churn-api")),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        logging_config=None,  # log lines are JSON, see app.observability.configure_logging
     )
+    # Outside routing and the error map, so it sees every answer (404s and 500s included).
+    observer = RequestObserver(
+        app.asgi_handler,  # type: ignore[arg-type]
+        current_version=lambda: _served_version(app),
+        access_log=AccessLog() if settings.access_log else None,
+        timeout=settings.request_timeout_seconds,
+    )
+    app.asgi_handler = observer  # type: ignore[assignment]
+    return app
+
+
+def _served_version(app: Litestar) -> str | None:
+    service: Service | None = getattr(app.state, "service", None)
+    return service.model.version if service is not None and service.model is not None else None
+
+
+async def _flush_metrics() -> None:
+    while True:
+        await asyncio.sleep(metrics.FLUSH_SECONDS)
+        metrics.TALLY.flush()

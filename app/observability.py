@@ -10,7 +10,7 @@ sees every answer: 404s, 413s and the 500s the error map produced. Per request i
   ``REQUEST_TIMEOUT_SECONDS`` (one watchdog task per worker checks deadlines, so a request pays for
   no timer of its own).
 
-Log lines of the ``churn_api`` loggers are JSON too (:class:`JsonFormatter`), one object a line.
+Other log lines are JSON too (:class:`JsonFormatter` on the root logger), one object a line.
 Access lines bypass the ``logging`` module: a record, a handler lock and a formatter cost ~10 µs a
 line against ~1 µs for one ``write`` of pre-encoded bytes, and this runs for every request. Each
 line is a single ``write`` shorter than ``PIPE_BUF``, so lines of several workers never interleave.
@@ -93,9 +93,9 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        fields["ts"] = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        line = {"ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z", **fields}
         with contextlib.suppress(OSError):  # a closed log pipe must not fail the request
-            os.write(self._fd, _encoder.encode(fields) + b"\n")
+            os.write(self._fd, _encoder.encode(line) + b"\n")
 
 
 class RequestObserver:
@@ -267,17 +267,17 @@ class _StderrHandler(logging.Handler):
 
 
 def configure_logging() -> None:
-    """JSON lines on stderr for the ``churn_api`` loggers; once per process.
+    """JSON lines on stderr for every logger that reaches the root; once per process.
 
-    granian configures only its own loggers in a worker, so without this the service's INFO lines
-    (which champion a worker serves, swaps) would go nowhere. Records still propagate, so a test's
-    log capture sees them.
+    granian configures only its own loggers in a worker (and the app is built without Litestar's
+    logging config), so this is the one handler: the service's INFO lines (which champion a worker
+    serves, swaps) and libraries' warnings come out as JSON. A test's log capture still sees them.
     """
-    logger = logging.getLogger("churn_api")
-    if any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
-        return
-    handler = _StderrHandler()
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    service = logging.getLogger("churn_api")
+    if service.level == logging.NOTSET:
+        service.setLevel(logging.INFO)

@@ -13,7 +13,9 @@ from litestar.params import JSONBody, Parameter
 
 from app.errors import ModelNotLoaded, ServiceError
 from app.inference import Scorer
+from app.metrics import TALLY
 from app.model import Champion, Rows, Scores
+from app.observability import answered_by
 from app.schemas import (
     FEATURES,
     BatchPrediction,
@@ -85,6 +87,7 @@ async def predict_batch(
     service: Service = state.service
     rows = np.array([_row(customer) for customer in data.instances], dtype=np.float64)
     predictions = await _score(service, rows, threshold)
+    TALLY.batch(len(predictions))
     return BatchPrediction(predictions=predictions, count=len(predictions))
 
 
@@ -94,6 +97,12 @@ async def health(state: State) -> Response[Health]:
     if state.service.model is None:
         return Response(Health("unavailable"), status_code=503)
     return Response(Health("ok"))
+
+
+@get("/livez")
+async def livez() -> Health:
+    """Liveness: 200 while the worker's event loop answers; never looks at the model."""
+    return _ALIVE
 
 
 @get("/model-info", responses={503: _ERRORS[503]})
@@ -111,7 +120,8 @@ async def model_info(state: State) -> ModelInfo:
     )
 
 
-ROUTES: Final = [predict, predict_batch, health, model_info]
+ROUTES: Final = [predict, predict_batch, health, livez, model_info]
+_ALIVE: Final = Health("ok")
 
 
 def _row(customer: Customer) -> tuple[float, ...]:
@@ -139,6 +149,8 @@ async def _score(service: Service, rows: Rows, threshold: float | None) -> list[
     cut = service.settings.decision_threshold if threshold is None else threshold
     labels = (scores >= cut).tolist()
     version = model.version
+    TALLY.predictions(scores, labels)
+    answered_by.set(version)  # for the access log line
     return [
         Prediction(probability, label, version)
         for probability, label in zip(np.round(scores, 6).tolist(), labels, strict=True)

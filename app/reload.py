@@ -1,0 +1,262 @@
+"""Champion hot-swap: notice that the alias moved, load and check the new version, swap it in.
+
+Each worker runs one :class:`Reloader` task. Every ``MODEL_POLL_SECONDS`` it asks the registry which
+version the alias points at (off the event loop). When that differs from the version it serves, it
+loads the new version in a thread, checks it (the contract's feature guard and the probe rows of
+:func:`app.model.champion_from_estimator`, then one prediction on the input example logged with the
+model) and only then replaces ``service.model`` in one assignment. A handler takes ``service.model``
+once when its request starts, so requests in flight finish on the model they started with.
+
+A version that fails to load or to pass the checks is logged, counted
+(``churn_model_reloads_total{outcome="failed"}``) and not retried until the alias moves again or an
+operator asks; the old model keeps serving.
+
+``POST /admin/reload`` (:mod:`app.admin`) runs the same check at once in the worker that received it
+and touches a trigger file in the server's shared metrics directory; the other workers look at that
+file every second and run the check too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
+
+import msgspec
+import numpy as np
+
+from app import metrics
+from app.model import Champion, Rows, champion_from_estimator
+from app.schemas import FEATURES
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.routes import Service
+
+log = logging.getLogger("churn_api")
+
+TRIGGER_NAME: Final = "reload-request"
+TRIGGER_TICK_SECONDS: Final = 1.0
+
+
+class ReloadResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What one check did: ``swapped``, ``unchanged`` or ``failed`` (then ``detail`` says why)."""
+
+    status: str
+    version: str | None
+    previous: str | None = None
+    detail: str | None = None
+
+
+class ModelSource(Protocol):
+    """Where candidate models come from; both calls block and run in a thread."""
+
+    def current_version(self, settings: Settings) -> str: ...
+
+    def load(self, settings: Settings, version: str) -> Champion: ...
+
+
+class RegistrySource:
+    """The MLflow registry: the alias's version, and that exact version loaded and checked."""
+
+    def current_version(self, settings: Settings) -> str:
+        from mlflow import MlflowClient
+
+        uri = settings.tracking_uri
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+        return str(found.version)
+
+    def load(self, settings: Settings, version: str) -> Champion:
+        started = time.perf_counter()
+        import mlflow
+        import mlflow.sklearn
+        from mlflow import MlflowClient
+        from mlflow.models import Model
+
+        uri = settings.tracking_uri
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        found = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
+            settings.model_name, version
+        )
+        with tempfile.TemporaryDirectory(prefix="churn-api-reload-") as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=scratch
+            )
+            estimator = mlflow.sklearn.load_model(local)
+            example = Model.load(local).load_input_example(local)
+        champion = champion_from_estimator(  # feature guard + probe rows on both scoring paths
+            estimator,
+            name=settings.model_name,
+            version=str(found.version),
+            alias=settings.model_alias,
+            run_id=str(found.run_id or ""),
+            load_seconds=time.perf_counter() - started,
+        )
+        if example is not None:
+            check_prediction(champion, example_rows(example))
+        return champion
+
+
+class LoaderSource:
+    """A loader function (tests' fakes): every check loads, and the loaded version is the answer."""
+
+    def __init__(self, loader: Callable[[Settings], Champion | None]) -> None:
+        self._loader = loader
+        self._loaded: Champion | None = None
+
+    def current_version(self, settings: Settings) -> str:
+        self._loaded = self._loader(settings)
+        if self._loaded is None:
+            raise LookupError("the loader returned no model")
+        return self._loaded.version
+
+    def load(self, settings: Settings, version: str) -> Champion:
+        if self._loaded is None or self._loaded.version != version:
+            raise LookupError(f"version {version} is not the one the loader returned")
+        return self._loaded
+
+
+class ModelCheckFailed(Exception):
+    """A candidate model loaded but answered its input example badly."""
+
+
+def example_rows(example: object) -> Rows:
+    """The logged input example as float64 rows in contract order (by column name)."""
+    columns = getattr(example, "columns", None)
+    if columns is None or not set(FEATURES) <= {str(c) for c in columns}:
+        raise ModelCheckFailed(f"input example does not have the columns {list(FEATURES)}")
+    return np.asarray(example[list(FEATURES)], dtype=np.float64)  # type: ignore[index]
+
+
+def check_prediction(champion: Champion, rows: Rows) -> None:
+    scores = champion.predict(rows)
+    if scores.shape != (len(rows),):
+        raise ModelCheckFailed(f"input example: {scores.shape} scores for {len(rows)} rows")
+    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
+        raise ModelCheckFailed("input example: probabilities outside [0, 1]")
+
+
+class Reloader:
+    def __init__(
+        self,
+        service: Service,
+        source: ModelSource,
+        *,
+        poll_seconds: float,
+        trigger: Path | None,
+    ) -> None:
+        self.service = service
+        self.source = source
+        self.poll_seconds = poll_seconds
+        self.trigger = trigger
+        self._lock = asyncio.Lock()
+        self._rejected: str | None = None
+        self._trigger_seen = _mtime(trigger)
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.settings
+
+    async def check(self, *, force: bool = False) -> ReloadResult:
+        """Load and swap in the alias's version if it is not the one served.
+
+        ``force`` retries a version that failed before (an operator asked).
+        """
+        async with self._lock:
+            return await self._check(force)
+
+    async def _check(self, force: bool) -> ReloadResult:
+        served = self.service.model
+        previous = served.version if served is not None else None
+        try:
+            version = await asyncio.to_thread(self.source.current_version, self.settings)
+        except Exception as exc:  # noqa: BLE001 - any registry failure: keep serving, say why
+            return self._failed(previous, None, f"cannot resolve the alias: {_reason(exc)}")
+        if version == previous:
+            return ReloadResult("unchanged", version)
+        if version == self._rejected and not force:
+            return ReloadResult("failed", previous, detail=f"version {version} was rejected")
+        try:
+            candidate = await asyncio.to_thread(self.source.load, self.settings, version)
+        except Exception as exc:  # noqa: BLE001 - a bad candidate must never stop the worker
+            self._rejected = version
+            return self._failed(previous, version, f"version {version}: {_reason(exc)}")
+        self.service.model = candidate  # the swap: one assignment, seen by the next request
+        self._rejected = None
+        if served is not None:
+            metrics.model_unloaded(served.name, served.version, served.alias)
+        metrics.model_loaded(
+            candidate.name, candidate.version, candidate.alias, candidate.load_seconds
+        )
+        metrics.reload_outcome("swapped")
+        log.info(
+            "swapped in %s version %s (was %s, %.2fs to load and check)",
+            candidate.name,
+            candidate.version,
+            previous,
+            candidate.load_seconds,
+            extra={"model_version": candidate.version, "previous_version": previous},
+        )
+        return ReloadResult("swapped", candidate.version, previous=previous)
+
+    def _failed(self, previous: str | None, candidate: str | None, detail: str) -> ReloadResult:
+        metrics.reload_outcome("failed")
+        log.error(
+            "champion reload failed, still serving version %s: %s",
+            previous,
+            detail,
+            extra={"model_version": previous, "candidate_version": candidate},
+        )
+        return ReloadResult("failed", previous, detail=detail)
+
+    def request_everywhere(self) -> None:
+        """Ask the other workers of this server to check now (see the module docstring)."""
+        if self.trigger is None:
+            return
+        self.trigger.write_text(f"{os.getpid()} {time.time_ns()}\n")
+        self._trigger_seen = _mtime(self.trigger)
+
+    async def run(self) -> None:
+        """The per-worker loop: poll the alias, and answer other workers' trigger touches."""
+        polling = self.poll_seconds > 0
+        if not polling and self.trigger is None:
+            return
+        tick = TRIGGER_TICK_SECONDS if self.trigger is not None else self.poll_seconds
+        if polling:
+            tick = min(tick, self.poll_seconds)
+        next_poll = time.monotonic() + self.poll_seconds
+        while True:
+            await asyncio.sleep(tick)
+            seen = _mtime(self.trigger)
+            requested = seen != self._trigger_seen
+            self._trigger_seen = seen
+            if requested or (polling and time.monotonic() >= next_poll):
+                next_poll = time.monotonic() + self.poll_seconds
+                await self.check(force=requested)
+
+
+def trigger_path() -> Path | None:
+    """The reload trigger in the server's shared metrics directory, when there is one."""
+    directory = metrics.multiprocess_dir()
+    return Path(directory) / TRIGGER_NAME if directory else None
+
+
+def _mtime(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

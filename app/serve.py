@@ -1,0 +1,56 @@
+"""``python -m app.serve GRANIAN-OPTIONS... app.main:create_app``: granian with shared metrics.
+
+Prometheus' multiprocess mode needs one directory shared by all worker processes of a server,
+named by ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports ``prometheus_client``, and empty
+when the server starts. This process prepares it and then runs granian's own command line in
+itself (the workers are its children and inherit the variable):
+
+* ``PROMETHEUS_MULTIPROC_DIR`` unset: a private directory is created and removed again when granian
+  exits (also after SIGTERM or SIGINT, which granian turns into a graceful stop);
+* set by the operator: the directory is created if missing and its ``*.db`` files (a previous
+  run's) are deleted; nothing else in it is touched.
+
+``churn-api serve`` execs this module. It imports granian and nothing of the service, so the
+server's main process stays small.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import MutableMapping
+from pathlib import Path
+
+VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare(environ: MutableMapping[str, str]) -> Path | None:
+    """Make the shared directory ready; returns it if it is private (to remove it afterwards)."""
+    given = environ.get(VARIABLE, "").strip()
+    if not given:
+        private = Path(tempfile.mkdtemp(prefix="churn-api-metrics-"))
+        environ[VARIABLE] = str(private)
+        return private
+    directory = Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return None
+
+
+def main() -> None:
+    private = prepare(os.environ)
+    try:
+        from granian.cli import entrypoint
+
+        sys.argv[0] = "granian"
+        entrypoint()  # type: ignore[no-untyped-call]
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
