@@ -65,5 +65,25 @@ def perf(session: nox.Session) -> None:
     session.run("python", "perf/bench.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
+@nox.session(python=PYTHON, default=False)
+def container(session: nox.Session) -> None:
+    """Build the image, serve a real MLflow server's champion from it and check it (deploy/README).
+
+    Engine: CONTAINER_ENGINE (a command, e.g. podman, docker or ../shared/tools/podman-here),
+    else podman or docker, whichever exists; base image: BASE_IMAGE if set.
+    """
+    engine = os.environ.get("CONTAINER_ENGINE") or shutil.which("podman") or shutil.which("docker")
+    if not engine:
+        session.error("no container engine: install podman or docker, or set CONTAINER_ENGINE")
+    sync(session)  # churn-api train, mlflow server and the in-process reference prediction
+    args = ["--engine", engine]
+    if os.environ.get("BASE_IMAGE"):
+        args += ["--base-image", os.environ["BASE_IMAGE"]]
+    session.run(
+        "python", "tests/container/check_image.py", *args, *session.posargs,
+        env={"PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
 if os.environ.get("CI"):
     nox.options.error_on_missing_interpreters = True

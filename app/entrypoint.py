@@ -3,10 +3,10 @@
 granian reads its worker count from ``GRANIAN_WORKERS`` but defaults to 1 and has no "auto". This
 sets ``GRANIAN_WORKERS`` when it is unset (or empty) to the CPUs this process may run on, capped by
 a cgroup CPU quota (``docker run --cpus 2``, a Kubernetes CPU limit), and then *replaces itself*
-with the command it was given (``os.execvp``): granian becomes the container's main process and
-gets SIGTERM itself; nothing of this module stays running.
+with the command it was given (``os.execvp``): granian (run by :mod:`app.serve`) becomes the
+container's main process and gets SIGTERM itself; nothing of this module stays running.
 
-    python -m app.entrypoint granian --interface asgi --factory app.main:create_app
+    python -m app.entrypoint python -m app.serve --interface asgi --factory app.main:create_app
 
 An explicit ``GRANIAN_WORKERS`` (the Kubernetes manifests set 1) is passed through untouched.
 """
