@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from support import FakeModel, champion, running_server, server_environ
 
 from app.main import Loader, create_app
 from app.settings import Settings
-from support import FakeModel, champion, running_server, server_environ
 
 MODEL_NAME = "churn-classifier"
 REORDERED_ALIAS = "reordered"
@@ -81,12 +81,12 @@ class Registry:
         return Settings(**{**values, **changes})
 
     def environ(self, **variables: str) -> dict[str, str]:
-        return server_environ(
-            MLFLOW_TRACKING_URI=self.uri,
-            MODEL_NAME=self.name,
-            MODEL_ALIAS=self.alias,
-            **variables,
-        )
+        defaults = {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MODEL_NAME": self.name,
+            "MODEL_ALIAS": self.alias,
+        }
+        return server_environ(**{**defaults, **variables})
 
 
 @pytest.fixture(scope="session")

@@ -8,18 +8,12 @@ import logging
 import platform
 from collections.abc import Iterator
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from litestar.testing import TestClient
-
-from app.errors import StartupError
-from app.main import create_app
-from app.model import Champion
-from app.schemas import FEATURES
-from app.settings import Settings
 from conftest import MakeClient
+from litestar.testing import TestClient
 from support import (
     CUSTOMERS,
     VALID,
@@ -31,6 +25,12 @@ from support import (
     customer,
     rounded,
 )
+
+from app.errors import StartupError
+from app.main import create_app
+from app.model import Champion
+from app.schemas import FEATURES
+from app.settings import Settings
 
 Client = TestClient[Any]
 PREDICT_PATHS = ["/predict", "/predict/batch"]
@@ -131,9 +131,7 @@ class TestPredict:
         assert [call.tolist() for call in fake_model.calls] == [[expected], [expected]]
         assert all(call.dtype == np.float64 for call in fake_model.calls)
 
-    def test_model_version_is_the_loaded_version_as_a_string(
-        self, make_client: MakeClient
-    ) -> None:
+    def test_model_version_is_the_loaded_version_as_a_string(self, make_client: MakeClient) -> None:
         client = make_client(loader=lambda _: champion(FakeModel(), version="42"))
 
         single = client.post("/predict", json=VALID).json()
@@ -221,7 +219,7 @@ class TestThreshold:
 
 
 class TestStrictTypes:
-    TYPE_CASES: Any = [
+    TYPE_CASES: ClassVar[list[tuple[str, Any]]] = [
         ("tenure_months", "12"),
         ("tenure_months", 24.5),
         ("tenure_months", True),
@@ -296,7 +294,7 @@ class TestStrictTypes:
 
 
 class TestBounds:
-    REJECTED: Any = [
+    REJECTED: ClassVar[list[tuple[str, Any]]] = [
         ("tenure_months", -1),
         ("tenure_months", 601),
         ("monthly_charges", 0),
@@ -309,7 +307,7 @@ class TestBounds:
         ("num_support_tickets", -1),
         ("num_support_tickets", 1001),
     ]
-    ACCEPTED: Any = [
+    ACCEPTED: ClassVar[list[Payload]] = [
         {"tenure_months": 0, "total_charges": 0.0},  # both lower bounds; rule does not apply
         {"tenure_months": 600},
         {"monthly_charges": 0.01},
@@ -460,7 +458,7 @@ class TestBatchSize:
 
 
 class TestNotJSON:
-    BODIES: Any = [
+    BODIES: ClassVar[list[Any]] = [
         pytest.param(b"", id="empty"),
         pytest.param(b"   \n", id="whitespace"),
         pytest.param(b"{", id="truncated"),
@@ -504,7 +502,9 @@ class TestContentType:
     ) -> None:
         body = {"instances": [VALID]} if path == "/predict/batch" else VALID
 
-        response = client.post(path, content=json.dumps(body), headers={"content-type": content_type})
+        response = client.post(
+            path, content=json.dumps(body), headers={"content-type": content_type}
+        )
 
         assert response.status_code in {415, 422}
         assert response.status_code == 415  # what this service chose of the two
@@ -559,7 +559,8 @@ class TestBodySize:
 
         assert response.status_code == 413
         assert "MAX_BODY_BYTES" in response.json()["detail"]
-        assert client.post(path, json={"instances": [VALID]} if "batch" in path else VALID).status_code == 200
+        valid = {"instances": [VALID]} if path == "/predict/batch" else VALID
+        assert client.post(path, json=valid).status_code == 200
         assert len(fake_model.calls) == 1
 
     def test_default_limit_is_one_mebibyte(self, client: Client) -> None:
@@ -626,7 +627,7 @@ class TestLifecycle:
 
         client = TestClient(create_app(Settings(), loader=loader))
 
-        with pytest.raises(BaseException) as raised, client:
+        with pytest.raises(BaseException, match="cannot load") as raised, client:
             pass
 
         # Litestar may wrap the lifespan's exception in an exception group.
@@ -720,4 +721,3 @@ class TestUnknownRoutes:
         assert isinstance(response.json()["detail"], str)
         for text in FORBIDDEN_IN_RESPONSES:
             assert text not in response.text
-

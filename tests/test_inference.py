@@ -9,17 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-
 import numpy as np
 import pytest
+from conftest import MakeClient
 from litestar import Litestar
+from support import CUSTOMERS, VALID, FakeModel, champion, customer
 
 from app.inference import MicroBatcher
 from app.main import create_app
 from app.model import Rows, Scores
 from app.settings import Settings
-from conftest import MakeClient
-from support import CUSTOMERS, VALID, FakeModel, champion, customer
 
 GATE_SECONDS = 10.0
 
@@ -126,7 +125,9 @@ class TestMicroBatcher:
             finally:
                 batcher.close()
 
-        np.testing.assert_array_equal(asyncio.run(after()), FakeModel.probabilities(requests([2])[0]))
+        np.testing.assert_array_equal(
+            asyncio.run(after()), FakeModel.probabilities(requests([2])[0])
+        )
 
 
 def many_customers(count: int) -> list[dict[str, Any]]:
@@ -148,8 +149,11 @@ async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 
     (Litestar's AsyncTestClient hands each request to a blocking portal, one at a time.)
     """
-    transport = httpx.ASGITransport(app=app)
-    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's narrower types
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
         yield client
 
 

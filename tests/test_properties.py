@@ -10,17 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
+from support import VALID, FakeModel, champion
 
 from app.main import create_app
 from app.schemas import FEATURES
 from app.settings import Settings
-from support import VALID, FakeModel, champion
 
 Client = TestClient[Any]
 PATHS = st.sampled_from(["/predict", "/predict/batch"])
-EXAMPLES = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_scalars = (
     st.none()
@@ -34,7 +32,9 @@ json_scalars = (
 # Named functions, not lambdas: describing a lambda makes hypothesis scan sys.modules, which the
 # app's scoring thread may be changing (it imports scikit-learn when it starts).
 def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    return st.lists(children, max_size=5) | st.dictionaries(
+        st.text(max_size=10), children, max_size=5
+    )
 
 
 def with_valid_defaults(changes: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +52,7 @@ field_values = (
 customers = st.fixed_dictionaries(
     {},
     optional={
-        **{name: field_values for name in FEATURES},
+        **dict.fromkeys(FEATURES, field_values),
         "monthlyCharges": field_values,
         "extra": json_values,
     },
@@ -72,7 +72,7 @@ def check(response: Any) -> None:
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     if response.status_code == 200:
-        predictions = body["predictions"] if "predictions" in body else [body]
+        predictions = body.get("predictions", [body])
         for prediction in predictions:
             assert 0 <= prediction["churn_probability"] <= 1
             assert prediction["model_version"] == "7"

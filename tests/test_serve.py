@@ -1,0 +1,200 @@
+"""End to end: ``churn-api serve`` with granian workers on a loopback port, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Registry, Server
+from support import CUSTOMERS, VALID, free_port, running_server, serve_command, stop
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_FAILURE_SECONDS = 30.0
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
+        yield client
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Processes whose parent is ``parent`` (granian's workers), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for a parent that does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_server_runs_two_granian_workers(server: Server) -> None:
+    assert len(worker_pids(server.pid)) == 2
+
+
+def test_health_and_model_info(http: httpx.Client, registry: Registry) -> None:
+    health = http.get("/health")
+    info = http.get("/model-info")
+
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert info.status_code == 200
+    assert info.json()["version"] == registry.version
+    assert info.json()["alias"] == "champion"
+
+
+def test_predict_and_batch_answer_from_the_registered_champion(
+    http: httpx.Client, registry: Registry
+) -> None:
+    single = http.post("/predict", json=VALID)
+    batch = http.post("/predict/batch", json={"instances": CUSTOMERS})
+
+    assert single.status_code == 200
+    assert single.headers["content-type"].startswith("application/json")
+    prediction = single.json()
+    assert set(prediction) == {"churn_probability", "churn_label", "model_version"}
+    assert 0 <= prediction["churn_probability"] <= 1
+    assert prediction["model_version"] == registry.version
+    assert batch.status_code == 200
+    assert batch.json()["count"] == len(CUSTOMERS)
+    assert batch.json()["predictions"][0] == prediction
+
+
+def test_every_worker_gives_the_same_answer(http: httpx.Client) -> None:
+    # New connections spread over both workers; every one must answer alike.
+    answers = set()
+    for _ in range(20):
+        with httpx.Client(base_url=str(http.base_url), timeout=10.0) as fresh:
+            answers.add(fresh.post("/predict", json=VALID).text)
+    assert len(answers) == 1
+
+
+def test_invalid_request_is_422_naming_the_field(http: httpx.Client) -> None:
+    response = http.post(
+        "/predict/batch",
+        params={"threshold": "1.5"},
+        json={"instances": [VALID, {**VALID, "total_charges": "954"}]},
+    )
+
+    assert response.status_code == 422
+    named = {(e["source"], e["field"]) for e in response.json()["errors"]}
+    assert named == {("query", "threshold"), ("body", "instances[1].total_charges")}
+
+
+def test_oversized_bodies_are_413_and_the_server_stays_up(http: httpx.Client) -> None:
+    padding = b" " * (1_048_576 + 1 - len(json.dumps(VALID)))
+    too_big = http.post("/predict", content=json.dumps(VALID).encode() + padding)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b" " * 65_536
+
+    chunked = http.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+
+    assert too_big.status_code == 413
+    assert "MAX_BODY_BYTES" in too_big.json()["detail"]
+    assert chunked.status_code == 413
+    assert http.get("/health").status_code == 200
+    assert http.post("/predict", json=VALID).status_code == 200
+
+
+def test_errors_are_json_and_reveal_no_versions(http: httpx.Client) -> None:
+    for response in (http.get("/nope"), http.get("/predict"), http.post("/predict", content=b"{")):
+        assert response.headers["content-type"].startswith("application/json")
+        assert "Traceback" not in response.text
+        server_header = response.headers.get("server", "")
+        assert not any(ch.isdigit() for ch in server_header), server_header
+
+
+def run_serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        serve_command(free_port()),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_FAILURE_SECONDS + 30,
+        check=False,
+    )
+    return result, time.monotonic() - started
+
+
+def the_one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single ``churn-api: ...`` line a failed start prints, with no traceback."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("churn-api:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_missing_alias_makes_serve_exit_non_zero_with_one_clear_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result, _ = run_serve(registry.environ(MODEL_ALIAS="no-such-alias"), tmp_path)
+
+    assert result.returncode != 0
+    line = the_one_line(result)
+    assert "no-such-alias" in line
+    assert "Listening" not in result.stdout + result.stderr  # granian never started
+
+
+def test_feature_order_mismatch_makes_serve_exit_non_zero(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result, _ = run_serve(registry.environ(MODEL_ALIAS=registry.reordered_alias), tmp_path)
+
+    assert result.returncode != 0
+    assert "fitted on features" in the_one_line(result)
+
+
+def test_unreachable_registry_makes_serve_exit_non_zero_within_30_seconds(
+    registry: Registry, tmp_path: Path
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+
+    result, seconds = run_serve(registry.environ(MLFLOW_TRACKING_URI=closed), tmp_path)
+
+    assert result.returncode != 0
+    assert seconds < STARTUP_FAILURE_SECONDS
+    assert "127.0.0.1" in the_one_line(result)
+
+
+def test_bad_setting_makes_serve_exit_non_zero_naming_it(
+    registry: Registry, tmp_path: Path
+) -> None:
+    result, _ = run_serve(registry.environ(MAX_BODY_BYTES="lots"), tmp_path)
+
+    assert result.returncode != 0
+    assert "MAX_BODY_BYTES" in the_one_line(result)
+
+
+def test_sigterm_stops_the_server_and_its_workers(registry: Registry, tmp_path: Path) -> None:
+    with running_server(registry.environ(), tmp_path, workers=1) as (url, process):
+        workers = worker_pids(process.pid)
+        assert httpx.get(f"{url}/health").status_code == 200
+        code = stop(process)
+
+    assert code == 0
+    assert workers
+    assert not any(alive(pid) for pid in workers)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2.0)
