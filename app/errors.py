@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from app import metrics
-from app.observability import REQUEST_ID_KEY
 from app.schemas import ErrorBody, FieldError, ValidationErrorBody
 
 if TYPE_CHECKING:
@@ -69,7 +67,7 @@ def _json(body: object, status_code: int, headers: dict[str, str] | None = None)
 
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
     if isinstance(exc, RequestValidationError):
-        metrics.validation_failed(exc.errors)
+        _count_validation_failures(exc.errors)
         return _json(ValidationErrorBody(exc.detail, exc.errors), 422)
     if exc.status_code >= 500 and not isinstance(exc, (ModelNotLoaded, Overloaded)):
         return _unexpected(request, exc)
@@ -86,7 +84,7 @@ def _parameter_error(request: Request[Any, Any, Any], exc: ValidationException) 
     errors = [_field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else [])]
     if not errors:
         errors = [FieldError("query", "query", "Invalid query parameters")]
-    metrics.validation_failed(errors)
+    _count_validation_failures(errors)
     return _json(ValidationErrorBody("Request validation failed", errors), 422)
 
 
@@ -116,9 +114,25 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         request.method,
         request.url.path,
         exc_info=exc,
-        extra={"request_id": request.scope.get(REQUEST_ID_KEY)},  # the client has it in a header
+        extra={"request_id": _request_id(request)},  # the client has it in a header
     )
     return _json(ErrorBody("Internal server error"), 500)
+
+
+# app.metrics and app.observability are imported on first use, not with this module: the
+# ``churn-api`` command imports this module before granian's workers exist, and prometheus_client
+# must be imported only in processes that write metrics (after PROMETHEUS_MULTIPROC_DIR is ready).
+def _count_validation_failures(errors: list[FieldError]) -> None:
+    from app.metrics import validation_failed
+
+    validation_failed(errors)
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    from app.observability import REQUEST_ID_KEY
+
+    found = request.scope.get(REQUEST_ID_KEY)
+    return found if isinstance(found, str) else None
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

@@ -1,0 +1,319 @@
+"""Helpers of the operations tests (tests/test_ops_*.py): a real registry, real servers, load.
+
+Nothing here is shared with conftest.py. The registry is trained once per test process (two
+versions of the real pipeline and one fitted on reordered columns); a test that moves an alias
+works on its own copy of the SQLite database (the copies share the artifact files, which are only
+read), so tests never see each other's aliases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL_NAME: Final = "churn-classifier"
+ALIAS: Final = "champion"
+START_SECONDS: Final = 120.0
+ADMIN_TOKEN: Final = "ops-test-token-0123456789"
+CUSTOMER: Final[dict[str, Any]] = {
+    "tenure_months": 12,
+    "monthly_charges": 79.5,
+    "total_charges": 954.0,
+    "num_support_tickets": 3,
+    "is_month_to_month": True,
+}
+
+
+@dataclass(frozen=True)
+class OpsRegistry:
+    """Versions ``good`` (champion at first), ``other`` (registered, not promoted), ``bad``."""
+
+    workdir: Path
+    good: str
+    other: str
+    bad: str
+
+    def copy(self, where: Path) -> str:
+        """A tracking URI of this registry's own copy of the database."""
+        where.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.workdir / "mlflow.db", where / "mlflow.db")
+        return f"sqlite:///{where / 'mlflow.db'}"
+
+
+_built: OpsRegistry | None = None
+
+
+def ops_registry(workdir: Path) -> OpsRegistry:
+    """Train and register the three versions once per test process (about 30 s)."""
+    global _built
+    if _built is None:
+        _built = _train(workdir)
+    return _built
+
+
+def _train(workdir: Path) -> OpsRegistry:
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from app.train import Generation, synthesize, train_and_register
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    previous = Path.cwd()
+    os.chdir(workdir)  # MLflow puts run artifacts under ./mlruns of the working directory
+    try:
+        good = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
+        other = train_and_register(
+            uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
+        ).version
+        frame, churn = synthesize(Generation(samples=500, seed=11))
+        frame = frame[list(reversed(frame.columns))]  # fails the contract's feature guard
+        mlflow.set_experiment("churn")
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                Pipeline(
+                    [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
+                ).fit(frame, churn),
+                name="model",
+                registered_model_name=MODEL_NAME,
+            )
+        bad = str(info.registered_model_version)
+    finally:
+        os.chdir(previous)
+    return OpsRegistry(workdir=workdir, good=good, other=other, bad=bad)
+
+
+def set_alias(uri: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        MODEL_NAME, ALIAS, version
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """``churn-api serve`` started by a test, in its own session (so only it is ever killed)."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+    metrics_dir: Path
+    workers: int
+
+    def worker_pids(self) -> list[int]:
+        return children(self.process.pid)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        return self.process.returncode
+
+
+def start_server(uri: str, workdir: Path, workers: int = 2, **variables: str) -> Server:
+    """Start the server on a free loopback port; return once every worker serves a model."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    metrics_dir = workdir / "prometheus"
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": uri,
+        "MODEL_NAME": MODEL_NAME,
+        "MODEL_ALIAS": ALIAS,
+        "MODEL_POLL_SECONDS": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        **variables,
+    }
+    env.pop("PYTHONWARNINGS", None)
+    log = workdir / "server.log"
+    command = [
+        sys.executable, "-m", "app", "serve", "--skip-check",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server = Server(process, f"http://127.0.0.1:{port}", log, metrics_dir, workers)
+    try:
+        wait_for(lambda: serving_workers(server) == workers, START_SECONDS, server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_for(condition: Any, timeout: float, server: Server | None = None) -> None:
+    """Poll ``condition()`` (bounded) until it is true; fail early if the server died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.process.poll() is not None:
+            raise AssertionError(
+                f"server exited ({server.process.returncode}):\n{server.log_text()}"
+            )
+        with contextlib.suppress(httpx.TransportError):
+            if condition():
+                return
+        time.sleep(0.2)  # poll interval: the loop waits for a real condition
+    tail = server.log_text()[-4000:] if server is not None else ""
+    raise AssertionError(f"condition not met within {timeout:.0f}s\n{tail}")
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(base_url: str) -> Samples:
+    """``/metrics`` parsed with prometheus_client's parser: sample name -> (labels, value)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def total(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(
+        value
+        for found, value in samples.get(name, [])
+        if all(found.get(key) == wanted for key, wanted in labels.items())
+    )
+
+
+def serving_workers(server: Server) -> int:
+    """Worker processes that report a loaded model (``churn_model_info`` is a live sum)."""
+    return int(total(scrape(server.base_url), "churn_model_info"))
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@dataclass
+class Load:
+    """A bounded threaded load generator: ``threads`` loops of POST /predict, one client each.
+
+    Every outcome is recorded: the status, the model version that answered, and any transport
+    error by type (``cut_off`` counts errors after the response status line had arrived).
+    """
+
+    base_url: str
+    threads: int = 8
+    max_seconds: float = 60.0
+    path: str = "/predict"
+    body: Any = field(default_factory=lambda: CUSTOMER)
+    statuses: Counter[int] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    cut_off: int = 0
+    timeline: list[tuple[float, float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        for index in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"load-{index}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(timeout=30)
+
+    @property
+    def answered(self) -> int:
+        with self._lock:
+            return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        with self._lock:
+            return sum(self.errors.values()) + sum(
+                count for status, count in self.statuses.items() if status != 200
+            )
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                outcome = self._one(client)
+                with self._lock:
+                    self.timeline.append((started, time.monotonic(), outcome))
+
+    def _one(self, client: httpx.Client) -> str:
+        headers_seen = False
+        try:
+            with client.stream("POST", self.path, json=self.body) as response:
+                headers_seen = True
+                body = response.read()
+                status = response.status_code
+                version = httpx.Response(status, content=body).json().get("model_version", "")
+        except (httpx.TransportError, ValueError) as exc:
+            with self._lock:
+                self.errors[type(exc).__name__] += 1
+                if headers_seen:
+                    self.cut_off += 1
+            return f"error:{type(exc).__name__}"
+        with self._lock:
+            self.statuses[status] += 1
+            if status == 200:
+                self.versions[str(version)] += 1
+        return str(status)
+
+
+@contextlib.contextmanager
+def server_for(uri: str, workdir: Path, **variables: str) -> Iterator[Server]:
+    server = start_server(uri, workdir, 2, **variables)
+    try:
+        yield server
+    finally:
+        server.stop()
