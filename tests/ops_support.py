@@ -252,13 +252,15 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)
     cut_off: int = 0
     timeline: list[tuple[float, float, str]] = field(default_factory=list)
+    sequences: dict[int, list[str]] = field(default_factory=dict)
+    """Per thread, the model versions of its 200 answers in order."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> Load:
         for index in range(self.threads):
-            thread = threading.Thread(target=self._loop, name=f"load-{index}", daemon=True)
+            thread = threading.Thread(target=self._loop, args=(index,), daemon=True)
             thread.start()
             self._workers.append(thread)
         return self
@@ -280,16 +282,18 @@ class Load:
                 count for status, count in self.statuses.items() if status != 200
             )
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
         deadline = time.monotonic() + self.max_seconds
+        with self._lock:
+            answers = self.sequences.setdefault(index, [])
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
-                outcome = self._one(client)
+                outcome = self._one(client, answers)
                 with self._lock:
                     self.timeline.append((started, time.monotonic(), outcome))
 
-    def _one(self, client: httpx.Client) -> str:
+    def _one(self, client: httpx.Client, answers: list[str]) -> str:
         headers_seen = False
         try:
             with client.stream("POST", self.path, json=self.body) as response:
@@ -307,6 +311,7 @@ class Load:
             self.statuses[status] += 1
             if status == 200:
                 self.versions[str(version)] += 1
+                answers.append(str(version))
         return str(status)
 
 
