@@ -42,13 +42,27 @@ class MicroBatcher:
         self._loop = loop
         self._max_rows = max_rows
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
+        self._arrived: list[_Item] = []
         self._thread = threading.Thread(target=self._run, name="churn-scorer", daemon=True)
         self._thread.start()
 
     async def score(self, model: Champion, rows: Rows) -> Scores:
         future: asyncio.Future[Scores] = self._loop.create_future()
-        self._queue.put((model, rows, future))
+        if not self._arrived:
+            self._loop.call_soon(self._hand_over)
+        self._arrived.append((model, rows, future))
         return await future
+
+    def _hand_over(self) -> None:
+        """Queue what arrived during this turn of the event loop, all at once.
+
+        Runs right after the callbacks already due, so it adds no wait. Queuing each request as it
+        arrives would wake the scoring thread, and hand it the GIL, once per request: it would then
+        score batches of one or two while the loop still has requests in hand.
+        """
+        arrived, self._arrived = self._arrived, []
+        for item in arrived:
+            self._queue.put(item)
 
     def close(self) -> None:
         self._queue.put(_STOP)

@@ -18,6 +18,7 @@ from app import docs, metrics
 from app.admin import admin_routes
 from app.admission import Bounded
 from app.errors import EXCEPTION_HANDLERS
+from app.fastpath import FastPredict
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.model import Champion, load_champion
 from app.observability import AccessLog, RequestObserver, configure_logging
@@ -99,8 +100,14 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         logging_config=None,  # log lines are JSON, see app.observability.configure_logging
     )
     # Outside routing and the error map, so it sees every answer (404s and 500s included).
-    observer = RequestObserver(
+    # The predict endpoints' plain 200s skip Litestar's per-request work (see app.fastpath).
+    fast = FastPredict(
         app.asgi_handler,  # type: ignore[arg-type]
+        service=lambda: getattr(app.state, "service", None),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    observer = RequestObserver(
+        fast,
         current_version=lambda: _served_version(app),
         access_log=AccessLog() if settings.access_log else None,
         timeout=settings.request_timeout_seconds,

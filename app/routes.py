@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Annotated, Any, Final
 
 import numpy as np
@@ -76,7 +77,7 @@ async def predict(
     """Score one customer: P(churn), the label at the threshold, and the model version."""
     service: Service = state.service
     rows = np.array([_row(data)], dtype=np.float64)
-    return (await _score(service, rows, threshold))[0]
+    return (await score_rows(service, rows, threshold))[0]
 
 
 @post("/predict/batch", **_PREDICT, opt={"body_type": BatchRequest})
@@ -86,7 +87,7 @@ async def predict_batch(
     """Score 1 to 1024 customers with one vectorised model call; answers keep the input order."""
     service: Service = state.service
     rows = np.array([_row(customer) for customer in data.instances], dtype=np.float64)
-    predictions = await _score(service, rows, threshold)
+    predictions = await score_rows(service, rows, threshold)
     TALLY.batch(len(predictions))
     return BatchPrediction(predictions=predictions, count=len(predictions))
 
@@ -140,8 +141,8 @@ def _model(service: Service) -> Champion:
     return service.model
 
 
-async def _score(service: Service, rows: Rows, threshold: float | None) -> list[Prediction]:
-    """The one prediction path, shared by single and batch requests."""
+async def score_rows(service: Service, rows: Rows, threshold: float | None) -> list[Prediction]:
+    """The one prediction path, shared by single and batch requests (and :mod:`app.fastpath`)."""
     model = _model(service)  # the model a request starts with is the one that answers it
     scores: Scores = await service.scorer.score(model, rows)
     if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
@@ -151,7 +152,4 @@ async def _score(service: Service, rows: Rows, threshold: float | None) -> list[
     version = model.version
     TALLY.predictions(scores, labels)
     answered_by.set(version)  # for the access log line
-    return [
-        Prediction(probability, label, version)
-        for probability, label in zip(np.round(scores, 6).tolist(), labels, strict=True)
-    ]
+    return list(map(Prediction, np.round(scores, 6).tolist(), labels, repeat(version)))

@@ -1,0 +1,180 @@
+"""The two predict endpoints' plain successful case, answered without Litestar's per-request work.
+
+A good ``POST /predict`` or ``POST /predict/batch`` (JSON content type, a body within
+``MAX_BODY_BYTES``, no query or a valid ``threshold``, a loaded model) costs Litestar more than the
+prediction itself: routing, the request object, signature and DTO plumbing, the response object.
+:class:`FastPredict` is a pure-ASGI layer in front of the Litestar app that recognises that case,
+decodes the raw body with prebuilt strict decoders, scores through the same
+:func:`app.routes.score_rows` path as the handlers, and sends pre-encoded bytes with the same two
+headers Litestar sends.
+
+Anything else, including every request that would not be a 200, goes to Litestar unchanged: the
+body read so far is replayed to it, so errors still have exactly one owner (the handlers, the DTO
+and the error map) and the contract cannot drift between the two paths.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import typing
+from collections.abc import Awaitable, Callable, MutableMapping
+from itertools import chain
+from typing import Annotated, Any, Final
+
+import msgspec
+import numpy as np
+
+from app.metrics import TALLY
+from app.model import Rows
+from app.routes import Service, score_rows
+from app.schemas import FEATURES, MAX_BATCH, BatchPrediction, Customer, customer_decoder, encoder
+from app.validation import check_media_type, query_threshold
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Batch rows decode into a twin of Customer without its per-row __post_init__ (same fields, same
+# bounds, unknown fields rejected); the cross-field rule is then checked on the whole array at once
+# and any row breaking it sends the request to Litestar, which names every offender.
+_HINTS: Final = typing.get_type_hints(Customer, include_extras=True)
+_Row = msgspec.defstruct(
+    "_Row", [(name, _HINTS[name]) for name in FEATURES], forbid_unknown_fields=True, gc=False
+)
+_Batch = msgspec.defstruct(
+    "_Batch",
+    [("instances", Annotated[list[_Row], msgspec.Meta(min_length=1, max_length=MAX_BATCH)])],  # type: ignore[valid-type]
+    forbid_unknown_fields=True,
+)
+_batch_decoder: Final = msgspec.json.Decoder(_Batch)
+_values: Final = operator.attrgetter(*FEATURES)
+_THRESHOLD: Final = re.compile(rb"threshold=([0-9.eE-]{1,32})")
+_HEADERS: Final = (b"content-type", b"application/json")
+
+
+class _Fallback(Exception):
+    """This request is not the plain successful case: Litestar answers it."""
+
+
+def _customer_rows(body: bytes) -> Rows:
+    customer = customer_decoder.decode(body)
+    return np.array([_values(customer)], dtype=np.float64)
+
+
+def _batch_rows(body: bytes) -> Rows:
+    batch: Any = _batch_decoder.decode(body)  # a _Batch (made by defstruct: mypy cannot see it)
+    instances = batch.instances
+    flat = np.fromiter(
+        chain.from_iterable(map(_values, instances)),
+        dtype=np.float64,
+        count=len(instances) * len(FEATURES),
+    )
+    rows = flat.reshape(len(instances), len(FEATURES))
+    # Column order is FEATURES: tenure_months, monthly_charges, total_charges, ...
+    if ((rows[:, 0] > 0) & (rows[:, 2] < rows[:, 1])).any():
+        raise _Fallback
+    return rows
+
+
+class FastPredict:
+    """The pure-ASGI layer described in the module docstring."""
+
+    def __init__(
+        self, app: ASGIApp, service: Callable[[], Service | None], max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self._service = service
+        self._limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or scope["method"] != "POST" or path not in _PATHS:
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        try:
+            service = self._service()
+            if service is None or service.model is None:
+                raise _Fallback
+            threshold = _threshold(scope["query_string"])
+            self._check_headers(scope["headers"])
+            body = await self._body(receive, received)
+            rows = _PATHS[path](body)
+            predictions = await score_rows(service, rows, threshold)
+        except Exception:  # noqa: BLE001 - whatever it is, Litestar and the error map answer it
+            await self.app(scope, _replay(received, receive), send)
+            return
+        if path == "/predict":
+            payload = encoder.encode(predictions[0])
+        else:
+            TALLY.batch(len(predictions))
+            payload = encoder.encode(BatchPrediction(predictions=predictions, count=len(rows)))
+        scope["path_template"] = path  # what Litestar's router would set (metrics label)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_HEADERS, (b"content-length", b"%d" % len(payload))],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    def _check_headers(self, headers: Any) -> None:
+        content_type: str | None = None
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and not (value.isdigit() and int(value) <= self._limit):
+                raise _Fallback
+        check_media_type(content_type)
+
+    async def _body(self, receive: Receive, received: list[Message]) -> bytes:
+        size = 0
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                raise _Fallback
+            size += len(message.get("body", b""))
+            if size > self._limit:
+                raise _Fallback
+            if not message.get("more_body", False):
+                break
+        if len(received) == 1:
+            body: bytes = received[0].get("body", b"")
+            return body
+        return b"".join(message.get("body", b"") for message in received)
+
+
+_PATHS: Final[dict[str, Callable[[bytes], Rows]]] = {
+    "/predict": _customer_rows,
+    "/predict/batch": _batch_rows,
+}
+
+
+def _threshold(query: bytes) -> float | None:
+    """None without a query, the value of a lone valid ``threshold=x``; anything else: Litestar."""
+    if not query:
+        return None
+    match = _THRESHOLD.fullmatch(query)
+    if match is None:
+        raise _Fallback
+    value, errors = query_threshold(match.group(1).decode())
+    if errors or value is None:
+        raise _Fallback
+    return value
+
+
+def _replay(received: list[Message], receive: Receive) -> Receive:
+    """``receive`` as if nothing had been read from it yet."""
+    pending = list(received)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
