@@ -104,6 +104,17 @@ def test_any_bytes_get_200_or_4xx(client: Client, path: str, body: bytes) -> Non
 
 
 @EXAMPLES
+@given(path=PATHS, field=st.sampled_from(FEATURES), raw=st.binary(min_size=1, max_size=12))
+def test_raw_bytes_inside_a_json_string_get_200_or_4xx(
+    client: Client, path: str, field: str, raw: bytes
+) -> None:
+    # Invalid UTF-8 inside a string is a different decoder error than malformed JSON.
+    customer = json.dumps(VALID).encode().replace(f'"{field}"'.encode(), b'"' + raw + b'"', 1)
+    body = b'{"instances": [' + customer + b"]}" if path == "/predict/batch" else customer
+    check(post(client, path, body, None))
+
+
+@EXAMPLES
 @given(payload=st.one_of(customers, nearly_valid), threshold=queries)
 def test_random_customers_get_200_or_4xx(
     client: Client, payload: dict[str, Any], threshold: str | None

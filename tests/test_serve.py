@@ -77,8 +77,8 @@ def test_predict_and_batch_answer_from_the_registered_champion(
     assert batch.json()["predictions"][0] == prediction
 
 
-def test_every_worker_gives_the_same_answer(http: httpx.Client) -> None:
-    # New connections spread over both workers; every one must answer alike.
+def test_fresh_connections_all_get_the_same_answer(http: httpx.Client) -> None:
+    # New connections are spread over the workers; whichever answers, the answer is the same.
     answers = set()
     for _ in range(20):
         with httpx.Client(base_url=str(http.base_url), timeout=10.0) as fresh:
