@@ -78,6 +78,9 @@ def _train(workdir: Path) -> OpsRegistry:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     previous = Path.cwd()
     os.chdir(workdir)  # MLflow puts run artifacts under ./mlruns of the working directory
+    # MLflow spends seconds per model inferring its pip requirements; the tests never read them.
+    inference_timeout = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
+    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"
     try:
         good = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
         other = train_and_register(
@@ -97,6 +100,10 @@ def _train(workdir: Path) -> OpsRegistry:
         bad = str(info.registered_model_version)
     finally:
         os.chdir(previous)
+        if inference_timeout is None:
+            del os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"]
+        else:
+            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
     return OpsRegistry(workdir=workdir, good=good, other=other, bad=bad)
 
 

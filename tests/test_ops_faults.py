@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,20 +95,33 @@ def test_sigterm_under_load_finishes_every_response_it_started(
         outcome for started, ended, outcome in load.timeline if started < signalled_at < ended
     ]
     after_exit = [outcome for started, _, outcome in load.timeline if started > signalled_at]
+    answered_by_server = [
+        line
+        for line in map(
+            json.loads, filter(lambda text: text.startswith("{"), server.log_text().splitlines())
+        )
+        if line.get("logger") == "churn_api.access" and line["path"] == "/predict/batch"
+    ]
     print(
         f"SIGTERM under load ({load.threads} connections, 512-row batches): exit {exit_code} after"
         f" {stopped_after:.2f}s; {len(in_flight)} requests in flight at the signal:"
-        f" {sorted(set(in_flight))}; {load.cut_off} cut off mid-response; later attempts:"
-        f" {sorted(set(after_exit))}; statuses {dict(load.statuses)}"
+        f" {dict(Counter(in_flight))}; {load.cut_off} cut off mid-response; later attempts:"
+        f" {dict(Counter(after_exit))}; client statuses {dict(load.statuses)}, server answered"
+        f" {len(answered_by_server)}"
     )
     assert exit_code == 0
-    assert load.cut_off == 0
     assert in_flight, "no request was in flight at the signal; the test proves nothing"
-    # A request in flight either got its whole answer, or never reached a server: its new
-    # connection was refused once the listener had closed. None was dropped after it was sent.
-    assert set(in_flight) <= {"200", "error:ConnectError"}, in_flight
-    assert in_flight.count("200") > 0
+    assert "200" in in_flight
+    # No answer was cut off once it had started, and every request the app took was answered in
+    # full: the server's access lines match the client's 200s one for one. A request that failed
+    # without any answer never reached the app: its connection was refused after the listener
+    # closed, or it was written to a kept-alive connection just as the server closed it as idle
+    # (HTTP/1.1's keep-alive race; the client may safely retry it).
+    assert load.cut_off == 0
     assert set(load.statuses) == {200}
+    assert len(answered_by_server) == load.statuses[200]
+    assert all(line["status"] == 200 for line in answered_by_server)
+    assert set(load.errors) <= {"ConnectError", "RemoteProtocolError"}, load.errors
     assert not private_dir.exists()  # the private metrics directory is removed on exit
     stopped = [line for line in server.log_text().splitlines() if "Stopped worker" in line]
     assert len(stopped) == 2
