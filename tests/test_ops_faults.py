@@ -95,11 +95,10 @@ def test_sigterm_under_load_finishes_every_response_it_started(
         outcome for started, ended, outcome in load.timeline if started < signalled_at < ended
     ]
     after_exit = [outcome for started, _, outcome in load.timeline if started > signalled_at]
+    logged = [json.loads(text) for text in server.log_text().splitlines() if text.startswith("{")]
     answered_by_server = [
         line
-        for line in map(
-            json.loads, filter(lambda text: text.startswith("{"), server.log_text().splitlines())
-        )
+        for line in logged
         if line.get("logger") == "churn_api.access" and line["path"] == "/predict/batch"
     ]
     print(
