@@ -1,9 +1,10 @@
 """``churn-api``: train and register a model, check the champion, or serve it with granian.
 
 ``serve`` checks the settings and loads the champion once before granian starts, so a bad setting
-or a missing champion is one clear line and a non-zero exit, not a traceback per worker. Then the
-process becomes granian (``exec`` of :mod:`app.serve`, which first prepares the workers' shared
-Prometheus directory): every worker loads the champion again in its own lifespan.
+or a missing champion is one clear line and a non-zero exit, not a traceback per worker. Then this
+process runs granian (through :mod:`app.serve`, which first prepares the workers' shared Prometheus
+directory) and granian forks the workers from it, warm: every worker loads the champion again in
+its own lifespan, in milliseconds, sharing the imported modules' memory with this process.
 """
 
 from __future__ import annotations
@@ -68,11 +69,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from app import serve
+
     workers = args.workers or settings.workers
-    if not args.skip_check:
-        _check(settings, args)
-    command = [
-        sys.executable, "-m", "app.serve",  # granian, with a shared Prometheus metrics directory
+    options = [
         "--interface", "asgi",
         "--factory",
         "--host", args.host,
@@ -82,10 +82,34 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "--respawn-failed-workers",
         "app.main:create_app",
     ]  # fmt: skip
+    # granian forks its workers from this process (the start method on Linux): whatever is loaded
+    # here is loaded in every worker too, and shared with it until written to.
+    serve.main(options, before_workers=lambda: _preload(settings, args))
+    return 0
+
+
+def _preload(settings: Settings, args: argparse.Namespace) -> None:
+    """Check the champion and import the service in the server's main process, before the fork.
+
+    Every worker still loads the champion in its own lifespan, but with everything imported that
+    takes milliseconds instead of seconds, and the workers share the imported modules' memory
+    with this process. No registry connection is pooled across the fork (SQLite connections must
+    not be shared by processes); an operator's own MLFLOW_SQLALCHEMYSTORE_POOLCLASS wins.
+    """
+    import gc
+
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    if not args.skip_check:
+        _check(settings, args)
+    import app.main  # noqa: F401 - imported for the workers
+
+    # The workers log JSON lines (app.observability); this process's plain handler stays here.
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
+    gc.collect()
+    gc.freeze()  # the collector leaves what exists now alone, so forked pages stay shared
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, command)
-    return 0  # not reached
 
 
 def _champion_exists(settings: Settings) -> bool:

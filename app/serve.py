@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 
 VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -40,12 +40,21 @@ def prepare(environ: MutableMapping[str, str]) -> Path | None:
     return None
 
 
-def main() -> None:
+def main(
+    argv: Sequence[str] | None = None, before_workers: Callable[[], None] | None = None
+) -> None:
+    """granian's command line (``argv``, default ``sys.argv[1:]``) with the metrics directory set.
+
+    ``before_workers`` runs in this process once the directory is set and before granian forks
+    its workers (``churn-api serve`` loads the champion there, so the workers start warm).
+    """
     private = prepare(os.environ)
     try:
+        if before_workers is not None:
+            before_workers()
         from granian.cli import entrypoint
 
-        sys.argv[0] = "granian"
+        sys.argv[:] = ["granian", *(sys.argv[1:] if argv is None else argv)]
         entrypoint()  # type: ignore[no-untyped-call]
     finally:
         if private is not None:

@@ -17,6 +17,15 @@ The model is a StandardScaler + LogisticRegression pipeline fitted on a DataFram
 contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged with a
 signature and an input example, registered as a new version, and (unless told not to) made the
 champion.
+
+The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
+imports every scikit-learn estimator module (skops builds its list of trusted types from them),
+about 1.5 to 2 s of each cold start and tens of MiB, against a few milliseconds to unpickle. The
+trade-off is safety: unpickling runs whatever code the file names, so whoever can write to the
+registry can run code in the service. MLflow's own loader already treats skops the same way
+(``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` gates both, because a skops model carries its own trusted
+list), so the registry has to be trusted either way; serve only from a registry you control.
+Versions logged as skops still load (more slowly).
 """
 
 from __future__ import annotations
@@ -133,6 +142,7 @@ def train_and_register(
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,  # see module doc
         )
     version = str(info.registered_model_version)
     if promote:
