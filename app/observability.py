@@ -151,6 +151,8 @@ class RequestObserver:
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
             if task is None or task not in self._expired:
+                if not response_started:
+                    status = 499  # cancelled from outside (client gone, shutdown): nginx's code
                 raise
             task.uncancel()
             status = 503
