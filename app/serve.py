@@ -10,8 +10,8 @@ itself (the workers are its children and inherit the variable):
 * set by the operator: the directory is created if missing and its ``*.db`` files (a previous
   run's) are deleted; nothing else in it is touched.
 
-``churn-api serve`` execs this module. It imports granian and nothing of the service, so the
-server's main process stays small.
+``churn-api serve`` calls :func:`main` in its own process (and preloads the service there, after
+the directory is set, so the workers fork warm); the container image runs this module directly.
 """
 
 from __future__ import annotations
