@@ -79,6 +79,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "--port", str(args.port),
         "--workers", str(workers),
         "--no-ws",
+        "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
         "--respawn-failed-workers",
         "app.main:create_app",
     ]  # fmt: skip

@@ -60,10 +60,15 @@ class Mode:
 
 
 MODES = {
-    "short": Mode("short", 1, 2, (1, 32), 32, 0.3, False),
-    "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 32, 2.0, True),
+    "short": Mode("short", 1, 2, (1, 32), 8, 0.3, False),
+    "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 8, 2.0, True),
+    "sweep": Mode("sweep", 2, 5, (1, 32), 8, 0.3, False),
 }
 HEADLINE = 32  # connections of the headline comparison
+# Batch runs use 8 connections. granian's workers accept connections unevenly, so one worker may
+# hold up to 8 bodies of 1000 rows: churn-api runs with MAX_QUEUED_ROWS=8192 (default 4096 rows
+# per worker, beyond which it answers 503 at once, by design).
+SERVICE_ENV = {"MAX_QUEUED_ROWS": "8192"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (all processes), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(limit: float, busy_cores: float = 0.3) -> float:
+    """Wait (at most ``limit`` s) until the machine uses under ``busy_cores``; returns its use."""
+    deadline = time.monotonic() + limit
+    while True:
+        before, started = busy_cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        busy = (busy_cpu_seconds() - before) / (time.monotonic() - started)
+        if busy < busy_cores or time.monotonic() >= deadline:
+            return busy
+        print(f"   machine busy ({busy:.2f} cores used by others), waiting", flush=True)
+
+
 def pss_kib(pid: int) -> int:
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
@@ -224,6 +248,7 @@ def wrk(server: Server, path: str, body: Path, connections: int, duration: int) 
         "-s", str(LUA), f"http://127.0.0.1:{server.port}{path}", "--", str(body),
     ]  # fmt: skip
     server_cpu = server.cpu_seconds()
+    machine_cpu = busy_cpu_seconds()
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
@@ -232,21 +257,26 @@ def wrk(server: Server, path: str, body: Path, connections: int, duration: int) 
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     server_cpu = server.cpu_seconds() - server_cpu
+    wrk_cpu = usage.ru_utime + usage.ru_stime
+    other_cpu = busy_cpu_seconds() - machine_cpu - server_cpu - wrk_cpu
     line = next((x for x in output.splitlines() if x.startswith("WRK_JSON ")), None)
     if process.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
     result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
     seconds = result["duration_us"] / 1e6
     errors = sum(result["errors"].values())
+    answered = result["requests"] - result["errors"]["status"]  # non-2xx answers are not counted
     return {
         "connections": connections,
         "requests": result["requests"],
-        "rps": result["requests"] / seconds,
+        "rps": answered / seconds,
         "errors": errors,
         "errors_detail": result["errors"],
         "latency_ms": {k: v / 1000 for k, v in result["latency_us"].items()},
         "server_cpu_cores": server_cpu / wall,
-        "wrk_cpu_cores": (usage.ru_utime + usage.ru_stime) / wall,
+        "server_cpu_us_per_request": server_cpu / max(result["requests"], 1) * 1e6,
+        "wrk_cpu_cores": wrk_cpu / wall,
+        "other_cpu_cores": max(other_cpu, 0.0) / wall,
     }
 
 
@@ -368,20 +398,26 @@ def stacks(uri: str, workers: int, mode: Mode, extra_env: Mapping[str, str]) -> 
                "--workers", str(workers)]  # fmt: skip
     twin = [sys.executable, "-m", "uvicorn", "perf.twin:create_app", "--factory",
             "--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", "{port}",
-            "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    result = [Stack("churn-api", service, {**env, **extra_env, "MICRO_BATCHING": "true"})]
+            "--workers", str(workers)]  # fmt: skip
+    ours = {**env, **SERVICE_ENV, **extra_env}
+    result = [Stack("churn-api", service, {**ours, "MICRO_BATCHING": "true"})]
     if mode.micro_batching_off:
-        off = {**env, **extra_env, "MICRO_BATCHING": "false"}
+        off = {**ours, "MICRO_BATCHING": "false"}
         result.append(Stack("churn-api MICRO_BATCHING=false", service, off))
     result.append(Stack("FastAPI twin", twin, env))
     return result
 
 
 def measure_stack(
-    stack: Stack, mode: Mode, expected: Mapping[str, Any], concurrencies: Sequence[int]
+    stack: Stack,
+    mode: Mode,
+    expected: Mapping[str, Any],
+    concurrencies: Sequence[int],
+    quiet_wait: float = 0.0,
 ) -> dict[str, Any]:
     server = Server(stack, free_port(), REGISTRY)
     print(f"\n== {stack.name}: starting", flush=True)
+    busy_before = wait_until_quiet(quiet_wait) if quiet_wait > 0 else None
     server.start()
     try:
         pss_idle = server.pss_mib()
@@ -402,6 +438,7 @@ def measure_stack(
         print(f"   /predict/batch c={mode.batch_concurrency}: {_short(batch)}", flush=True)
         return {
             "settings": {"command": stack.command, "env": stack.env},
+            "other_cpu_cores_before_start": busy_before,
             "startup_seconds": server.startup_seconds,
             "pss_mib_idle": pss_idle,
             "pss_mib_after_load": server.pss_mib(),
@@ -418,8 +455,9 @@ def _short(run: Mapping[str, Any]) -> str:
     latency = run["latency_ms"]
     return (
         f"{run['rps']:,.0f} req/s, p50 {latency['p50']:.2f} p99 {latency['p99']:.2f} ms, "
-        f"errors {run['errors']}, server {run['server_cpu_cores']:.2f} cores, "
-        f"wrk {run['wrk_cpu_cores']:.2f}"
+        f"errors {run['errors']}, server {run['server_cpu_cores']:.2f} cores "
+        f"({run['server_cpu_us_per_request']:,.0f} µs/req), wrk {run['wrk_cpu_cores']:.2f}, "
+        f"others {run['other_cpu_cores']:.2f}"
     )
 
 
@@ -480,8 +518,8 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
     timings = result["in_process"]
     lines = [
         "| stack | scenario | req/s | rows/s | p50 ms | p95 ms | p99 ms | max ms | errors "
-        "| server CPU | wrk CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| server CPU (cores) | server CPU µs/req | wrk CPU | other CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, stack in stacks_.items():
         runs = [(f"/predict c={c}", run) for c, run in stack["single"].items()]
@@ -493,7 +531,8 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
             lines.append(
                 f"| {name} | {scenario} | {run['rps']:,.0f} | {rows:,.0f} | {lat['p50']:.2f} "
                 f"| {lat['p95']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {run['errors']} "
-                f"| {run['server_cpu_cores']:.2f} | {run['wrk_cpu_cores']:.2f} |"
+                f"| {run['server_cpu_cores']:.2f} | {run['server_cpu_us_per_request']:,.0f} "
+                f"| {run['wrk_cpu_cores']:.2f} | {run['other_cpu_cores']:.2f} |"
             )
     lines += ["", "| stack | startup to first 200 s | PSS idle MiB | PSS after load MiB |",
               "|---|--:|--:|--:|"]  # fmt: skip
@@ -564,31 +603,43 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def sweep(uri: str, workers: int, mode: Mode, expected: Mapping[str, Any]) -> None:
+def sweep(
+    uri: str, workers: int, mode: Mode, expected: Mapping[str, Any], quiet_wait: float
+) -> None:
     """churn-api alone at c=32 (and c=1) under each granian setting read from GRANIAN_* vars."""
+    rloop = os.environ.get("RLOOP_PATH")  # a --target install of rloop, kept out of the venv
     variants: dict[str, dict[str, str]] = {
         "defaults": {},
-        "runtime-threads 2": {"GRANIAN_RUNTIME_THREADS": "2"},
-        "loop uvloop": {"GRANIAN_LOOP": "uvloop"},
         "loop asyncio": {"GRANIAN_LOOP": "asyncio"},
+        "loop uvloop": {"GRANIAN_LOOP": "uvloop"},
+        **({"loop rloop": {"GRANIAN_LOOP": "rloop", "PYTHONPATH": rloop}} if rloop else {}),
+        "task-impl rust": {"GRANIAN_TASK_IMPL": "rust"},
+        "runtime-threads 2": {"GRANIAN_RUNTIME_THREADS": "2"},
+        "runtime-mode st": {"GRANIAN_RUNTIME_MODE": "st"},
         "http 1": {"GRANIAN_HTTP": "1"},
-        "backpressure 64": {"GRANIAN_BACKPRESSURE": "64"},
-        "backpressure 8": {"GRANIAN_BACKPRESSURE": "8"},
+        "backpressure 32": {"GRANIAN_BACKPRESSURE": "32"},
     }
+    only = os.environ.get("SWEEP_ONLY")
+    if only:
+        variants = {k: v for k, v in variants.items() if k in only.split(",")}
     results = {}
     for name, env in variants.items():
         stack = stacks(uri, workers, mode, env)[0]
         stack = Stack(f"churn-api [{name}]", stack.command, stack.env)
-        results[name] = measure_stack(stack, mode, expected, (1, HEADLINE))
-    print("\n| granian setting | c=1 p50 ms | c=32 req/s | c=32 p99 ms | batch rows/s |")
-    print("|---|--:|--:|--:|--:|")
+        results[name] = measure_stack(stack, mode, expected, (1, HEADLINE), quiet_wait)
+    print(
+        "\n| granian setting | c=1 p50 ms | c=32 req/s | c=32 p99 ms | c=32 server µs/req "
+        "| batch rows/s | others' CPU |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|")
     for name, run in results.items():
-        one, many = run["single"]["1"], run["single"][str(HEADLINE)]
+        one, many, batch = run["single"]["1"], run["single"][str(HEADLINE)], run["batch_1000"]
         print(
             f"| {name} | {one['latency_ms']['p50']:.2f} | {many['rps']:,.0f} "
-            f"| {many['latency_ms']['p99']:.2f} | {run['batch_1000']['rows_per_s']:,.0f} |"
+            f"| {many['latency_ms']['p99']:.2f} | {many['server_cpu_us_per_request']:.0f} "
+            f"| {batch['rows_per_s']:,.0f} | {many['other_cpu_cores']:.2f} |"
         )
-    out = RESULTS / f"sweep-{mode.name}.json"
+    out = RESULTS / "sweep.json"
     out.write_text(json.dumps({"machine": machine(), "variants": variants, "results": results},
                               indent=1))  # fmt: skip
 
@@ -601,11 +652,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="churn-api only, per granian setting")
     parser.add_argument("--workers", type=int, default=2, help="workers per stack (default 2)")
     parser.add_argument("--fresh", action="store_true", help="train a new registry first")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each server, wait up to S seconds for other processes to go quiet",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("perf: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
-    mode = MODES["short" if args.short else "full"]
+    mode = MODES["sweep" if args.sweep else "short" if args.short else "full"]
     started = time.perf_counter()
     uri = ensure_registry(args.fresh)
     timings, expected = in_process(uri, mode.timing_seconds)
@@ -614,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"W/t̄ estimate: {args.workers} workers / {timings['seed_dataframe_request_us']:.0f} µs"
           f" = {estimate:,.0f} req/s")  # fmt: skip
     if args.sweep:
-        sweep(uri, args.workers, mode, expected)
+        sweep(uri, args.workers, mode, expected, args.quiet_wait)
         return 0
     result: dict[str, Any] = {
         "mode": mode.name,
@@ -633,7 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stacks": {},
     }
     for stack in stacks(uri, args.workers, mode, {}):
-        result["stacks"][stack.name] = measure_stack(stack, mode, expected, mode.concurrencies)
+        result["stacks"][stack.name] = measure_stack(
+            stack, mode, expected, mode.concurrencies, args.quiet_wait
+        )
     table = summarise(result, args.workers)
     result["seconds"] = time.perf_counter() - started
     print("\n" + "\n".join(table))
