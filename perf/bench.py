@@ -282,7 +282,11 @@ def wrk(server: Server, path: str, body: Path, connections: int, duration: int) 
     }
 
 
-def drive(server: Server, mode: Mode, path: str, body: Path, connections: int) -> dict[str, Any]:
+def drive(
+    server: Server, mode: Mode, path: str, body: Path, connections: int, quiet_wait: float = 0.0
+) -> dict[str, Any]:
+    if quiet_wait > 0:
+        wait_until_quiet(quiet_wait)
     wrk(server, path, body, connections, mode.warmup)
     return wrk(server, path, body, connections, mode.duration)
 
@@ -435,11 +439,16 @@ def measure_stack(
         single: dict[str, Any] = {}
         for connections in concurrencies:
             single[str(connections)] = run = drive(
-                server, mode, "/predict", PAYLOADS / "predict.json", connections
+                server, mode, "/predict", PAYLOADS / "predict.json", connections, quiet_wait
             )
             print(f"   /predict c={connections}: {_short(run)}", flush=True)
         batch = drive(
-            server, mode, "/predict/batch", PAYLOADS / "batch-1000.json", mode.batch_concurrency
+            server,
+            mode,
+            "/predict/batch",
+            PAYLOADS / "batch-1000.json",
+            mode.batch_concurrency,
+            quiet_wait,
         )
         batch["rows_per_s"] = batch["rps"] * 1000
         print(f"   /predict/batch c={mode.batch_concurrency}: {_short(batch)}", flush=True)
