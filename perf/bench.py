@@ -676,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="before each server, wait up to S seconds for other processes to go quiet",
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers started
     if shutil.which("wrk") is None:
         print("perf: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
