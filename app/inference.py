@@ -43,30 +43,23 @@ class MicroBatcher:
         self._max_rows = max_rows
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._arrived: list[_Item] = []
-        self._in_flight = 0  # requests of this worker between score() and their answer
         self._thread = threading.Thread(target=self._run, name="churn-scorer", daemon=True)
         self._thread.start()
 
     async def score(self, model: Champion, rows: Rows) -> Scores:
         future: asyncio.Future[Scores] = self._loop.create_future()
-        if self._in_flight == 0:
-            self._queue.put((model, rows, future))  # an idle worker scores a lone request at once
-        else:
-            if not self._arrived:
-                self._loop.call_soon(self._hand_over)
-            self._arrived.append((model, rows, future))
-        self._in_flight += 1
-        try:
-            return await future
-        finally:
-            self._in_flight -= 1
+        if not self._arrived:
+            self._loop.call_soon(self._hand_over)
+        self._arrived.append((model, rows, future))
+        return await future
 
     def _hand_over(self) -> None:
         """Queue what arrived during this turn of the event loop, all at once.
 
-        Runs right after the callbacks already due, so it adds no wait. Queuing each request of a
-        busy worker as it arrives would wake the scoring thread, and hand it the GIL, once per
-        request: it would then score batches of one or two while the loop has more in hand.
+        Runs right after the callbacks already due (one more pass of the loop, microseconds, also
+        for a lone request). Queuing each request as it arrives would wake the scoring thread, and
+        hand it the GIL, once per request: it would then score batches of one or two while the
+        loop still has requests in hand.
         """
         arrived, self._arrived = self._arrived, []
         for item in arrived:
