@@ -119,6 +119,13 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _json(ErrorBody("Internal server error"), 500)
 
 
+def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The error map for code in front of Litestar (:mod:`app.fastpath`): same answers."""
+    if isinstance(exc, ServiceError):
+        return _service_error(request, exc)
+    return _unexpected(request, exc)
+
+
 # app.metrics and app.observability are imported on first use, not with this module: the
 # ``churn-api`` command imports this module before granian's workers exist, and prometheus_client
 # must be imported only in processes that write metrics (after PROMETHEUS_MULTIPROC_DIR is ready).

@@ -24,7 +24,9 @@ from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
+from litestar import Request
 
+from app.errors import error_response
 from app.metrics import TALLY
 from app.model import Rows
 from app.routes import Service, score_rows
@@ -103,9 +105,15 @@ class FastPredict:
             self._check_headers(scope["headers"])
             body = await self._body(receive, received)
             rows = _PATHS[path](body)
-            predictions = await score_rows(service, rows, threshold)
         except Exception:  # noqa: BLE001 - whatever it is, Litestar and the error map answer it
             await self.app(scope, _replay(received, receive), send)
+            return
+        try:
+            predictions = await score_rows(service, rows, threshold)
+        except Exception as exc:  # noqa: BLE001 - the model ran (or was refused) once: no replay
+            request: Request[Any, Any, Any] = Request(scope, receive, send)
+            response = error_response(request, exc)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return
         if path == "/predict":
             payload = encoder.encode(predictions[0])

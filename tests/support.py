@@ -121,7 +121,11 @@ class ConstantModel:
 class BrokenModel:
     """A model that fails the way real code fails: with an exception naming a file path."""
 
+    def __init__(self) -> None:
+        self.calls = 0
+
     def __call__(self, rows: Rows) -> Scores:
+        self.calls += 1
         raise RuntimeError(f"boom in /opt/models/secret_model.py with {len(rows)} rows")
 
 

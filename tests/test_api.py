@@ -672,12 +672,14 @@ class TestUnexpectedErrors:
     def test_a_model_that_raises_gives_a_generic_500_and_logs_the_traceback(
         self, make_client: MakeClient, path: str
     ) -> None:
-        client = make_client(BrokenModel())
+        model = BrokenModel()
+        client = make_client(model)
 
         with recorded_logs("churn_api") as records:
             response = post_customer(client, path, VALID)
 
         assert response.status_code == 500
+        assert model.calls == 1, "a failed prediction is not retried behind the client's back"
         assert response.json() == {"detail": "Internal server error"}
         for text in FORBIDDEN_IN_RESPONSES:
             assert text not in response.text
