@@ -55,12 +55,13 @@ ThresholdQuery = Annotated[
 ]
 
 _ERRORS: Final = {
-    413: ResponseSpec(ErrorBody, description="Request body larger than MAX_BODY_BYTES"),
-    415: ResponseSpec(ErrorBody, description="Content-Type is not JSON"),
-    422: ResponseSpec(
-        ValidationErrorBody, description="Invalid body or query: every offending field is named"
-    ),
-    503: ResponseSpec(ErrorBody, description="No model loaded"),
+    status: ResponseSpec(body, description=description, generate_examples=False)
+    for status, body, description in (
+        (413, ErrorBody, "Request body larger than MAX_BODY_BYTES"),
+        (415, ErrorBody, "Content-Type is not JSON"),
+        (422, ValidationErrorBody, "Invalid body or query: every offending field is named"),
+        (503, ErrorBody, "No model loaded"),
+    )
 }
 _PREDICT: Final[dict[str, Any]] = {
     "dto": StrictJSONBody,
@@ -92,7 +93,10 @@ async def predict_batch(
     return BatchPrediction(predictions=predictions, count=len(predictions))
 
 
-@get("/health", responses={503: ResponseSpec(Health, description="No model loaded")})
+@get(
+    "/health",
+    responses={503: ResponseSpec(Health, description="No model loaded", generate_examples=False)},
+)
 async def health(state: State) -> Response[Health]:
     """Readiness: 200 when a model is loaded, 503 otherwise."""
     if state.service.model is None:
