@@ -85,11 +85,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     ]  # fmt: skip
     # granian forks its workers from this process (the start method on Linux): whatever is loaded
     # here is loaded in every worker too, and shared with it until written to.
-    serve.main(options, before_workers=lambda: _preload(settings, args))
+    serve.main(options, before_workers=lambda: _preload(settings, check=not args.skip_check))
     return 0
 
 
-def _preload(settings: Settings, args: argparse.Namespace) -> None:
+def _preload(settings: Settings, *, check: bool) -> None:
     """Check the champion and import the service in the server's main process, before the fork.
 
     Every worker still loads the champion in its own lifespan, but with everything imported that
@@ -100,8 +100,8 @@ def _preload(settings: Settings, args: argparse.Namespace) -> None:
     import gc
 
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-    if not args.skip_check:
-        _check(settings, args)
+    if check:
+        _check(settings, argparse.Namespace())
     import app.main  # noqa: F401 - imported for the workers
 
     # The workers log JSON lines (app.observability); this process's plain handler stays here.
@@ -111,6 +111,22 @@ def _preload(settings: Settings, args: argparse.Namespace) -> None:
     gc.freeze()  # the collector leaves what exists now alone, so forked pages stay shared
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def preload_or_exit() -> None:
+    """``python -m app.serve`` (the container's command): the same checks as ``churn-api serve``.
+
+    A bad setting or a champion that cannot be loaded is one ``churn-api: ...`` line on stderr and
+    exit status 1, before granian starts any worker.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        _preload(Settings.from_environ(), check=True)
+    except StartupError as exc:
+        print(f"churn-api: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _champion_exists(settings: Settings) -> bool:

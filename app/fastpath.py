@@ -111,9 +111,7 @@ class FastPredict:
         try:
             predictions = await score_rows(service, rows, threshold)
         except Exception as exc:  # noqa: BLE001 - the model ran (or was refused) once: no replay
-            request: Request[Any, Any, Any] = Request(scope, receive, send)
-            response = error_response(request, exc)
-            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+            await _answer_error(scope, receive, send, exc)
             return
         if path == "/predict":
             payload = encoder.encode(predictions[0])
@@ -174,6 +172,13 @@ def _threshold(query: bytes) -> float | None:
     if errors or value is None:
         raise _Fallback
     return value
+
+
+async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer with the same error map as the Litestar routes (app.errors)."""
+    asgi: tuple[Any, Any, Any] = (scope, receive, send)  # Litestar's TypedDict view of ASGI
+    request: Request[Any, Any, Any] = Request(*asgi)
+    await error_response(request, exc).to_asgi_response(app=None, request=request)(*asgi)
 
 
 def _replay(received: list[Message], receive: Receive) -> Receive:

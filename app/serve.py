@@ -11,7 +11,8 @@ itself (the workers are its children and inherit the variable):
   run's) are deleted; nothing else in it is touched.
 
 ``churn-api serve`` calls :func:`main` in its own process (and preloads the service there, after
-the directory is set, so the workers fork warm); the container image runs this module directly.
+the directory is set, so the workers fork warm); the container image runs this module directly,
+which does the same checks and preload (:func:`app.cli.preload_or_exit`).
 """
 
 from __future__ import annotations
@@ -62,4 +63,6 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    from app.cli import preload_or_exit
+
+    main(before_workers=preload_or_exit)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -131,10 +132,20 @@ def test_errors_are_json_and_reveal_no_versions(http: httpx.Client) -> None:
         assert not any(ch.isdigit() for ch in server_header), server_header
 
 
-def run_serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+# The container's command: granian's own options through app.serve, no ``churn-api serve``.
+def container_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "app.serve", "--interface", "asgi", "--factory", "--no-ws",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "app.main:create_app",
+    ]  # fmt: skip
+
+
+def run_serve(
+    env: dict[str, str], cwd: Path, command: Callable[[int], list[str]] = serve_command
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
-        serve_command(free_port()),
+        command(free_port()),
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -154,10 +165,11 @@ def the_one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("command", [serve_command, container_command])
 def test_missing_alias_makes_serve_exit_non_zero_with_one_clear_line(
-    registry: Registry, tmp_path: Path
+    registry: Registry, tmp_path: Path, command: Callable[[int], list[str]]
 ) -> None:
-    result, _ = run_serve(registry.environ(MODEL_ALIAS="no-such-alias"), tmp_path)
+    result, _ = run_serve(registry.environ(MODEL_ALIAS="no-such-alias"), tmp_path, command)
 
     assert result.returncode != 0
     line = the_one_line(result)
