@@ -100,11 +100,13 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(
             wait_for(lambda: load.answered >= 100, 30, server)
             swapped = httpx.post(url, headers=authorized, timeout=60)
             assert swapped.status_code == 200
-            assert swapped.json() == {
-                "status": "swapped",
-                "version": registry.other,
-                "previous": registry.good,
-            }
+            # The worker that answers swaps now, unless the other worker's trigger touch from the
+            # "unchanged" reload above reached it after the alias moved: then it already serves
+            # the new version. Either way it answers with the new version.
+            assert swapped.json() in (
+                {"status": "swapped", "version": registry.other, "previous": registry.good},
+                {"status": "unchanged", "version": registry.other},
+            )
             # The other worker follows the trigger file within a second or two.
             wait_for(lambda: serving(server, registry.other) == 2, 15, server)
 
