@@ -8,9 +8,11 @@ decodes the raw body with prebuilt strict decoders, scores through the same
 :func:`app.routes.score_rows` path as the handlers, and sends pre-encoded bytes with the same two
 headers Litestar sends.
 
-Anything else, including every request that would not be a 200, goes to Litestar unchanged: the
-body read so far is replayed to it, so errors still have exactly one owner (the handlers, the DTO
-and the error map) and the contract cannot drift between the two paths.
+Any request that is not that case goes to Litestar unchanged: the body read so far is replayed to
+it, so those errors still have exactly one owner (the handlers, the DTO and the error map) and the
+contract cannot drift between the two paths. A prediction that fails or is refused once scoring
+has started (the model raises, the worker is over MAX_QUEUED_ROWS) is answered by the same error
+map (:func:`app.errors.error_response`) directly, so the model never runs twice for one request.
 """
 
 from __future__ import annotations
