@@ -82,6 +82,16 @@ def load_champion(settings: Settings) -> Champion:
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StartupError(f"cannot load {where}: {reason}") from exc
+    return registered_champion(estimator, settings, version, started)
+
+
+def registered_champion(
+    estimator: Any, settings: Settings, version: Any, started: float
+) -> Champion:
+    """A registry version's estimator, checked, with the facts the service reports about it.
+
+    ``version`` is MLflow's ``ModelVersion``; ``started`` the ``perf_counter`` when loading began.
+    """
     return champion_from_estimator(
         estimator,
         name=settings.model_name,

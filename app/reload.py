@@ -31,7 +31,7 @@ import msgspec
 import numpy as np
 
 from app import metrics
-from app.model import Champion, Rows, champion_from_estimator
+from app.model import Champion, Rows, registered_champion
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -91,14 +91,8 @@ class RegistrySource:
             )
             estimator = mlflow.sklearn.load_model(local)
             example = Model.load(local).load_input_example(local)
-        champion = champion_from_estimator(  # feature guard + probe rows on both scoring paths
-            estimator,
-            name=settings.model_name,
-            version=str(found.version),
-            alias=settings.model_alias,
-            run_id=str(found.run_id or ""),
-            load_seconds=time.perf_counter() - started,
-        )
+        # feature guard + probe rows on both scoring paths
+        champion = registered_champion(estimator, settings, found, started)
         if example is not None:
             check_prediction(champion, example_rows(example))
         return champion
