@@ -5,7 +5,7 @@ A good ``POST /predict`` or ``POST /predict/batch`` (JSON content type, a body w
 prediction itself: routing, the request object, signature and DTO plumbing, the response object.
 :class:`FastPredict` is a pure-ASGI layer in front of the Litestar app that recognises that case,
 decodes the raw body with prebuilt strict decoders, scores through the same
-:func:`app.routes.score_rows` path as the handlers, and sends pre-encoded bytes with the same two
+:func:`app.service.score_rows` path as the handlers, and sends pre-encoded bytes with the same two
 headers Litestar sends.
 
 Any request that is not that case goes to Litestar unchanged: the body read so far is replayed to
@@ -31,8 +31,8 @@ from litestar import Request
 from app.errors import error_response
 from app.metrics import TALLY
 from app.model import Rows
-from app.routes import Service, score_rows
 from app.schemas import FEATURES, MAX_BATCH, BatchPrediction, Customer, customer_decoder, encoder
+from app.service import Service, score_rows
 from app.validation import check_media_type, query_threshold
 
 Scope = MutableMapping[str, Any]

@@ -23,7 +23,8 @@ from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.model import Champion, load_champion
 from app.observability import AccessLog, RequestObserver, configure_logging
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
-from app.routes import ROUTES, Service
+from app.routes import ROUTES
+from app.service import Service
 from app.settings import Settings
 
 log = logging.getLogger("churn_api")

@@ -36,7 +36,7 @@ from app.schemas import FEATURES
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.routes import Service
+    from app.service import Service
 
 log = logging.getLogger("churn_api")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import repeat
 from typing import Annotated, Any, Final
 
 import numpy as np
@@ -12,11 +10,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
-from app.errors import ModelNotLoaded, ServiceError
-from app.inference import Scorer
 from app.metrics import TALLY
-from app.model import Champion, Rows, Scores
-from app.observability import answered_by
 from app.schemas import (
     FEATURES,
     BatchPrediction,
@@ -28,22 +22,8 @@ from app.schemas import (
     Prediction,
     ValidationErrorBody,
 )
-from app.settings import Settings
+from app.service import Service, score_rows
 from app.validation import StrictJSONBody
-
-
-@dataclass
-class Service:
-    """What the handlers need, stored once on ``app.state.service`` by the lifespan."""
-
-    settings: Settings
-    scorer: Scorer
-    model: Champion | None = None
-
-
-class ModelOutputError(ServiceError):
-    detail = "Model returned an invalid probability"
-
 
 ThresholdQuery = Annotated[
     float | None,
@@ -114,7 +94,7 @@ async def livez() -> Health:
 async def model_info(state: State) -> ModelInfo:
     """Which registered model and version answers, at which default threshold, on which features."""
     service: Service = state.service
-    model = _model(service)
+    model = service.champion()
     return ModelInfo(
         name=model.name,
         version=model.version,
@@ -137,23 +117,3 @@ def _row(customer: Customer) -> tuple[float, ...]:
         customer.num_support_tickets,
         customer.is_month_to_month,
     )
-
-
-def _model(service: Service) -> Champion:
-    if service.model is None:
-        raise ModelNotLoaded()
-    return service.model
-
-
-async def score_rows(service: Service, rows: Rows, threshold: float | None) -> list[Prediction]:
-    """The one prediction path, shared by single and batch requests (and :mod:`app.fastpath`)."""
-    model = _model(service)  # the model a request starts with is the one that answers it
-    scores: Scores = await service.scorer.score(model, rows)
-    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
-        raise ModelOutputError()
-    cut = service.settings.decision_threshold if threshold is None else threshold
-    labels = (scores >= cut).tolist()
-    version = model.version
-    TALLY.predictions(scores, labels)
-    answered_by.set(version)  # for the access log line
-    return list(map(Prediction, np.round(scores, 6).tolist(), labels, repeat(version)))

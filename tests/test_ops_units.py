@@ -31,7 +31,7 @@ from app.metrics import Tally, _add_histogram, field_label
 from app.model import Champion, Rows, Scores
 from app.observability import RequestIds
 from app.reload import LoaderSource, Reloader, ReloadResult
-from app.routes import Service
+from app.service import Service
 from app.settings import Settings
 
 CUSTOMER = {

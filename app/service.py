@@ -1,0 +1,75 @@
+"""The service core: rows in, scored predictions out.
+
+Every front end (the ``/predict`` endpoints, and the protocol front ends) validates its own wire
+format into a float64 array of rows in contract column order (:data:`app.schemas.FEATURES`) and
+then calls this module; it imports no front end. It owns the model in hand, the scorer (the
+micro-batcher), the output check, the decision threshold and the metrics of predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+
+from app.errors import ModelNotLoaded, ServiceError
+from app.inference import Scorer
+from app.metrics import TALLY
+from app.model import Champion, Rows, Scores
+from app.observability import answered_by
+from app.schemas import Prediction
+from app.settings import Settings
+
+
+class ModelOutputError(ServiceError):
+    detail = "Model returned an invalid probability"
+
+
+@dataclass
+class Service:
+    """What the front ends need, stored once on ``app.state.service`` by the lifespan."""
+
+    settings: Settings
+    scorer: Scorer
+    model: Champion | None = None
+
+    def champion(self) -> Champion:
+        """The model in hand (a request takes it once: the model it starts with answers it)."""
+        if self.model is None:
+            raise ModelNotLoaded()
+        return self.model
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Raw P(churn) per row (unrounded, checked to be in [0, 1]) and the model that scored them."""
+
+    model: Champion
+    scores: Scores
+
+
+async def score(service: Service, rows: Rows) -> Scored:
+    """Score rows through the micro-batcher with the model in hand; check the model's output."""
+    model = service.champion()
+    scores: Scores = await service.scorer.score(model, rows)
+    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
+        raise ModelOutputError()
+    answered_by.set(model.version)  # for the access log line
+    return Scored(model, scores)
+
+
+def labels_at(service: Service, scored: Scored, threshold: float | None) -> list[bool]:
+    """Labels at the request's threshold (the service's default when None); counted in metrics."""
+    cut = service.settings.decision_threshold if threshold is None else threshold
+    labels: list[bool] = (scored.scores >= cut).tolist()
+    TALLY.predictions(scored.scores, labels)
+    return labels
+
+
+async def score_rows(service: Service, rows: Rows, threshold: float | None) -> list[Prediction]:
+    """The ``/predict`` answer for each row: P(churn) to 6 decimals, the label, the version."""
+    scored = await score(service, rows)
+    labels = labels_at(service, scored, threshold)
+    version = scored.model.version
+    return list(map(Prediction, np.round(scored.scores, 6).tolist(), labels, repeat(version)))
