@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -20,7 +18,6 @@ import numpy.typing as npt
 
 from app.errors import StartupError
 from app.schemas import FEATURES
-from app.settings import Settings
 
 log = logging.getLogger("churn_api")
 
@@ -39,14 +36,6 @@ _PROBE_ROWS: Final = (
     (600, 9999.0, 5_999_400.0, 1000, False),
 )
 
-# Without these MLflow's HTTP client retries an unreachable registry for minutes; the contract
-# wants a failed start within 30 seconds. An operator's own values win.
-_MLFLOW_HTTP_DEFAULTS: Final = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-}
-
 
 @dataclass(frozen=True)
 class Champion:
@@ -58,48 +47,12 @@ class Champion:
     run_id: str
     predict: Callable[[Rows], Scores] = field(repr=False)
     """P(churn) for each row of a float64 array whose columns are :data:`FEATURES`."""
-    fast_path: bool = True
+    scoring: str = "numpy"
+    """Which path :attr:`predict` takes: ``linear``, ``numpy`` or ``dataframe`` (see below)."""
     load_seconds: float = 0.0
 
-
-def load_champion(settings: Settings) -> Champion:
-    """Resolve ``MODEL_NAME@MODEL_ALIAS`` in the registry and load that exact version."""
-    started = time.perf_counter()
-    for name, value in _MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    import mlflow.sklearn
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    uri = settings.tracking_uri
-    where = f"{settings.model_name}@{settings.model_alias} from {_redact(uri)}"
-    try:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        estimator = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version.version}")
-    except (MlflowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StartupError(f"cannot load {where}: {reason}") from exc
-    return registered_champion(estimator, settings, version, started)
-
-
-def registered_champion(
-    estimator: Any, settings: Settings, version: Any, started: float
-) -> Champion:
-    """A registry version's estimator, checked, with the facts the service reports about it.
-
-    ``version`` is MLflow's ``ModelVersion``; ``started`` the ``perf_counter`` when loading began.
-    """
-    return champion_from_estimator(
-        estimator,
-        name=settings.model_name,
-        version=str(version.version),
-        alias=settings.model_alias,
-        run_id=str(version.run_id or ""),
-        load_seconds=time.perf_counter() - started,
-    )
+    def with_load_seconds(self, seconds: float) -> Champion:
+        return replace(self, load_seconds=seconds)
 
 
 def champion_from_estimator(
@@ -110,21 +63,37 @@ def champion_from_estimator(
     alias: str,
     run_id: str,
     load_seconds: float = 0.0,
+    proven: str | None = None,
 ) -> Champion:
-    """Check a fitted classifier against the contract and pick its fastest exact scoring path."""
+    """Check a fitted classifier against the contract and pick its fastest exact scoring path.
+
+    The reference is the model's own ``predict_proba`` on a DataFrame in contract order (what it
+    was fitted on). A faster path serves only if it is proven equal to it at load, to
+    :data:`TOLERANCE`, on the probe rows and thousands of contract-valid rows, scored all at once
+    and one at a time; otherwise the DataFrame path serves. ``proven`` names the path a check of
+    this same estimator object already proved (``churn-api serve`` proves it once per server,
+    before forking the workers): then the probe rows alone are checked again.
+    """
     check_estimator(estimator, f"{name} version {version}")
-    reference = _predict_frame(estimator)(_probe_rows())
-    fast = _numpy_path(estimator, reference)
-    fast = _linear_path(estimator, fast) or fast
-    if fast is None:
+    frame = _predict_frame(estimator)
+    rows = _probe_rows() if proven else proof_rows()
+    reference = frame(rows)
+    predict, scoring = frame, "dataframe"
+    numpy_path = None if proven == "dataframe" else _numpy_path(estimator, rows, reference)
+    if numpy_path is not None:
+        predict, scoring = numpy_path, "numpy"
+        linear = None if proven == "numpy" else _linear_path(estimator, rows, reference)
+        if linear is not None:
+            predict, scoring = linear, "linear"
+    if scoring == "dataframe":
         log.warning("model %s v%s needs a DataFrame per call (slower path)", name, version)
     return Champion(
         name=name,
         version=version,
         alias=alias,
         run_id=run_id,
-        predict=fast or _predict_frame(estimator),
-        fast_path=fast is not None,
+        predict=predict,
+        scoring=scoring,
         load_seconds=load_seconds,
     )
 
@@ -143,19 +112,48 @@ def check_estimator(estimator: Any, what: str) -> None:
         raise StartupError(f"{what} is not a binary classifier (classes {list(classes)})")
 
 
-def prepare_inference_thread() -> None:
-    """Per-thread scikit-learn settings for the scoring threads.
+def prepare_inference_thread(threads: int = 1) -> None:
+    """Per-thread settings for a scoring thread.
 
-    Every row reaching the model is finite and in range (the decoders guarantee it), so the
-    per-call finiteness scan and parameter validation are skipped. The setting is thread-local.
+    Every row reaching the model is finite and in range (the decoders guarantee it), so
+    scikit-learn's per-call finiteness scan and parameter validation are skipped (thread-local).
+    The model's native thread pools (OpenMP, BLAS) get ``threads`` threads (MODEL_THREADS): with
+    one worker per CPU, more only oversubscribes the CPUs.
     """
     import sklearn
+    from threadpoolctl import threadpool_limits
 
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+    threadpool_limits(limits=threads)
+
+
+TOLERANCE: Final = 1e-9
+"""Largest difference from the model's own ``predict_proba`` a faster path may show at load."""
+PROOF_ROWS: Final = 4096
+ALONE_ROWS: Final = 32
+"""Of the proof rows, about this many are also scored one by one (a forest takes ~12 ms a call)."""
 
 
 def _probe_rows() -> Rows:
     return np.array(_PROBE_ROWS, dtype=np.float64)
+
+
+def proof_rows() -> Rows:
+    """The probe rows and :data:`PROOF_ROWS` seeded contract-valid rows: what a path must match."""
+    return np.concatenate([_probe_rows(), _random_rows(PROOF_ROWS)])
+
+
+def _proven(predict: Callable[[Rows], Scores], rows: Rows, reference: Scores) -> bool:
+    """``predict`` matches the reference on ``rows`` scored together, and on a sample one by one."""
+    together = predict(rows)
+    if together.shape != reference.shape:
+        return False
+    sample = range(0, len(rows), max(1, len(rows) // ALONE_ROWS))
+    alone = np.concatenate([predict(rows[i : i + 1]) for i in sample])
+    return bool(
+        np.allclose(together, reference, rtol=0, atol=TOLERANCE)
+        and np.allclose(alone, reference[sample], rtol=0, atol=TOLERANCE)
+    )
 
 
 def _predict_frame(estimator: Any) -> Callable[[Rows], Scores]:
@@ -177,12 +175,12 @@ def _predict_frame(estimator: Any) -> Callable[[Rows], Scores]:
     return predict
 
 
-def _numpy_path(estimator: Any, reference: Scores) -> Callable[[Rows], Scores] | None:
-    """A copy that takes a plain array, if it scores the probe rows exactly like the original.
+def _numpy_path(estimator: Any, rows: Rows, reference: Scores) -> Callable[[Rows], Scores] | None:
+    """A copy that takes a plain array, if it is proven equal to the DataFrame path.
 
     The feature names were checked above; the copy forgets them so scikit-learn does not warn on
     every array. A model that really needs names (say, a ColumnTransformer selecting columns by
-    name) fails the probe and keeps the DataFrame path.
+    name) fails here and keeps the DataFrame path.
     """
     fast = copy.deepcopy(estimator)
     for part in [fast, *(step for _, step in getattr(fast, "steps", []))]:
@@ -195,16 +193,12 @@ def _numpy_path(estimator: Any, reference: Scores) -> Callable[[Rows], Scores] |
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            got = predict(_probe_rows())
+            return predict if _proven(predict, rows, reference) else None
     except Exception:  # noqa: BLE001 - any failure just means "use the DataFrame path"
         return None
-    # Same numbers up to summation order (BLAS sees a C- instead of an F-ordered array).
-    return predict if np.allclose(got, reference, rtol=0, atol=1e-12) else None
 
 
-def _linear_path(
-    estimator: Any, numpy_path: Callable[[Rows], Scores] | None
-) -> Callable[[Rows], Scores] | None:
+def _linear_path(estimator: Any, rows: Rows, reference: Scores) -> Callable[[Rows], Scores] | None:
     """A StandardScaler + binary LogisticRegression pipeline as a few element-wise operations.
 
     scikit-learn spends ~165 µs per ``predict_proba`` call on checks and dispatch around a few µs
@@ -212,16 +206,15 @@ def _linear_path(
     ``expit(intercept_ + sum_j (x_j - mean_j) / scale_j * coef_j)``, taken here directly. Every
     step is element-wise with a fixed order per row (no matrix product, whose BLAS kernel may sum
     differently for 1 row and for many), so a row gets the same bits alone or in any micro-batch.
-    The path is used only if it matches scikit-learn's own numpy path (to 1e-12, like that path
-    matches the DataFrame) on the probe rows and random contract-valid rows, and gives each row
-    the same bits alone as in one call; any other model keeps the path chosen above.
+    The path is used only if it is proven equal to the DataFrame path (:func:`_proven`) and gives
+    each row the same bits alone as in one call; any other model keeps the path chosen above.
     """
     from scipy.special import expit  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if numpy_path is None or type(estimator) is not Pipeline or len(estimator.steps) != 2:
+    if type(estimator) is not Pipeline or len(estimator.steps) != 2:
         return None
     scaler, classifier = (step for _, step in estimator.steps)
     if (
@@ -245,12 +238,11 @@ def _linear_path(
             logit += scaled[:, column] * weight
         return np.asarray(expit(logit), dtype=np.float64)
 
-    rows = np.concatenate([_probe_rows(), _random_rows(4096)])
     together = predict(rows)
     sample = range(0, len(rows), 16)
     alone = np.concatenate([predict(rows[i : i + 1]) for i in sample])
-    close = np.allclose(together, numpy_path(rows), rtol=0, atol=1e-12)
-    return predict if close and np.array_equal(together[sample], alone) else None
+    proven = _proven(predict, rows, reference)
+    return predict if proven and np.array_equal(together[sample], alone) else None
 
 
 def _random_rows(count: int) -> Rows:
@@ -264,11 +256,3 @@ def _random_rows(count: int) -> Rows:
     tickets = rng.integers(0, 1001, count).astype(np.float64)
     month_to_month = rng.integers(0, 2, count).astype(np.float64)
     return np.column_stack([tenure, monthly, total, tickets, month_to_month])
-
-
-def _redact(uri: str) -> str:
-    """A tracking URI without credentials, for log lines."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri

@@ -13,10 +13,10 @@ documented generative process over the five contract features:
 * churn ~ Bernoulli(sigmoid(-1.6 + 1.5 x month_to_month + 0.42 x tickets - 0.045 x tenure
   + 0.018 x (monthly - 68))): contract type, tickets, short tenure and high charges drive churn.
 
-The model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with the
-contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged with a
-signature and an input example, registered as a new version, and (unless told not to) made the
-champion.
+By default the model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with
+the contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged
+with a signature and an input example, registered as a new version, and (unless told not to)
+made the champion.
 
 The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
 imports every scikit-learn estimator module (skops builds its list of trusted types from them),
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -90,13 +90,50 @@ def synthesize(generation: Generation) -> tuple[pd.DataFrame, np.ndarray[Any, np
     return frame, churn
 
 
-def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame]:
-    """Fit the pipeline; returns it, its holdout ROC AUC, and a few rows as input example."""
+KINDS: Final = ("lr", "rf", "hgb", "gb", "ct")
+"""Model kinds :func:`fit` can train: the LR pipeline (the default), a RandomForest, a
+HistGradientBoosting and a GradientBoosting classifier, and a ColumnTransformer pipeline that
+selects its columns by name (one-hot contract type) in front of a LogisticRegression."""
+
+
+def make_estimator(kind: str = "lr", seed: int = 7) -> Any:
+    """An unfitted classifier of one of :data:`KINDS`."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if kind == "lr":
+        return Pipeline(
+            [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
+        )
+    if kind == "rf":
+        return RandomForestClassifier(n_estimators=200, min_samples_leaf=10, random_state=seed)
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+    if kind == "gb":
+        return GradientBoostingClassifier(n_estimators=100, random_state=seed)
+    if kind == "ct":
+        numeric = [name for name in FEATURES if name != "is_month_to_month"]
+        columns = ColumnTransformer(
+            [
+                ("numeric", StandardScaler(), numeric),
+                ("contract", OneHotEncoder(handle_unknown="ignore"), ["is_month_to_month"]),
+            ]
+        )
+        return Pipeline([("columns", columns), ("classify", LogisticRegression(max_iter=1000))])
+    raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFrame]:
+    """Fit a model of ``kind``; returns it, its holdout ROC AUC, and a few rows as input example."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
     frame, churn = synthesize(generation)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -106,12 +143,10 @@ def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame]:
         random_state=generation.seed,
         stratify=churn,
     )
-    pipeline = Pipeline(
-        [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
-    )
-    pipeline.fit(x_train, y_train)
-    auc = float(roc_auc_score(y_test, pipeline.predict_proba(x_test)[:, 1]))
-    return pipeline, auc, x_test.head(5)
+    model = make_estimator(kind, generation.seed)
+    model.fit(x_train, y_train)
+    auc = float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))
+    return model, auc, x_test.head(5)
 
 
 def train_and_register(
@@ -121,14 +156,22 @@ def train_and_register(
     generation: Generation | None = None,
     *,
     promote: bool = True,
+    kind: str = "lr",
+    serialization: str = "pickle",
 ) -> TrainResult:
+    """Fit a model of ``kind``, log it in the ``serialization`` format, register it, promote it.
+
+    ``serialization`` is ``pickle`` (this project's default, see the module docstring) or
+    ``skops`` (MLflow's default), logged with the trusted types skops needs to load it.
+    """
     import mlflow
     import mlflow.sklearn
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     generation = generation or Generation()
-    pipeline, auc, example = fit(generation)
+    pipeline, auc, example = fit(generation, kind)
+    trusted = _skops_trusted_types(pipeline) if serialization == "skops" else None
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment("churn")
@@ -142,7 +185,8 @@ def train_and_register(
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,  # see module doc
+            serialization_format=serialization,  # see module doc
+            skops_trusted_types=trusted,
         )
     version = str(info.registered_model_version)
     if promote:
@@ -150,3 +194,10 @@ def train_and_register(
             tracking_uri=tracking_uri, registry_uri=tracking_uri
         ).set_registered_model_alias(model_name, alias, version)
     return TrainResult(run_id=run.info.run_id, version=version, roc_auc=auc, promoted=promote)
+
+
+def _skops_trusted_types(model: Any) -> list[str]:
+    """The types skops does not trust by default that ``model`` holds (logged with it)."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))

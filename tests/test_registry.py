@@ -14,7 +14,7 @@ from support import CUSTOMERS
 
 from app.errors import StartupError
 from app.main import create_app
-from app.model import load_champion
+from app.registry import load_champion
 from app.schemas import FEATURES
 from app.train import Generation, synthesize
 
