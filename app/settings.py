@@ -76,7 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """MLflow's own variable: retries of a failed registry request (MLflow's default, 7, makes an
     unreachable registry take minutes to fail a start)"""
     mlflow_http_request_backoff_factor: Annotated[int, Meta(ge=0, le=120, extra=Exported)] = 1
-    """MLflow's own variable: back-off factor between those retries, in seconds"""
+    """MLflow's own variable: back-off before a retry, in seconds, doubled on each retry"""
     mlflow_http_request_timeout: Annotated[int, Meta(ge=1, le=3600, extra=Exported)] = 5
     """MLflow's own variable: seconds one registry request may take"""
     access_log: bool = True
