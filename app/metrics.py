@@ -2,7 +2,7 @@
 
 The metrics are ``prometheus_client`` objects in multiprocess mode whenever
 ``PROMETHEUS_MULTIPROC_DIR`` is set (``churn-api serve`` sets it, see :mod:`app.serve`; the
-functions here get it as ``settings.metrics_dir``, prometheus_client reads the variable itself): each
+functions here get it as ``settings.metrics_dir``, prometheus_client reads the variable): each
 worker writes its values to files in that directory and ``GET /metrics`` adds up the files of
 every worker, live or dead, so counters never go backwards when a worker is replaced. Without the
 variable (tests in one process) the default registry is served.

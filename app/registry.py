@@ -25,6 +25,7 @@ from app.model import Champion, Rows, champion_from_estimator
 from app.schemas import FEATURES
 from app.settings import Settings
 
+
 class RegistryError(Exception):
     """The registry cannot say which version the alias names, or that version cannot be fetched."""
 

@@ -109,8 +109,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{name}={shown}' for name, shown in self._shown())})"
 
-    def __rich_repr__(self) -> Iterator[tuple[str, str]]:
-        yield from self._shown()
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self._shown())
 
     def _shown(self) -> Iterator[tuple[str, str]]:
         for field in declared():

@@ -87,7 +87,9 @@ def test_the_cycle_finder_finds_cycles(
 
 
 def test_a_deferred_import_counts() -> None:
-    tree = ast.parse("def f():\n    from app.cli import main\nif __name__ == '__main__':\n    import app.x")
+    tree = ast.parse(
+        "def f():\n    from app.cli import main\nif __name__ == '__main__':\n    import app.x"
+    )
     assert imports(tree, {"app.cli", "app.x"}) == {"app.cli", "app.x"}
 
 
@@ -100,8 +102,7 @@ def reads_environment(tree: ast.Module) -> list[int]:
             if isinstance(node.value, ast.Name) and node.value.id == "os":
                 lines.append(node.lineno)
         elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            if any(alias.name in names for alias in node.names):
-                lines.append(node.lineno)
+            lines += [node.lineno] if any(alias.name in names for alias in node.names) else []
     return lines
 
 

@@ -353,7 +353,8 @@ def test_entrypoint_keeps_an_explicit_worker_count(
 
 
 def test_entrypoint_fills_in_the_worker_setting() -> None:
-    assert entrypoint.WORKERS == next(s.env for s in declared() if s.name == "workers")
+    workers = next(s for s in declared() if s.name == "workers")
+    assert workers.env == entrypoint.WORKERS
 
 
 def test_entrypoint_without_a_command_is_a_usage_error() -> None:

@@ -149,7 +149,9 @@ def container_command(port: int) -> list[str]:
     """The image's ENTRYPOINT and CMD as the Containerfile writes them, run with this venv's
     interpreter and scripts; it binds where the HOST and PORT settings say (see ``run_serve``)."""
     text = CONTAINERFILE.read_text()
-    entry, cmd = (re.search(rf"^{word} (\[.*\])$", text, re.MULTILINE) for word in ("ENTRYPOINT", "CMD"))
+    entry, cmd = (
+        re.search(rf"^{word} (\[.*\])$", text, re.MULTILINE) for word in ("ENTRYPOINT", "CMD")
+    )
     assert entry is not None
     assert cmd is not None
     interpreter, *entrypoint = json.loads(entry[1])
