@@ -475,7 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine", required=True, help="container engine command, e.g. podman")
     parser.add_argument("--base-image", default=None, help="BASE_IMAGE build argument")
     parser.add_argument("--skip-build", action="store_true", help=f"use the existing {IMAGE}")
+    parser.add_argument("--image", default=IMAGE, help=f"image tag to build and check ({IMAGE})")
     args = parser.parse_args(argv)
+    globals()["IMAGE"] = args.image  # one tag per run: several people may share one engine
 
     engine = Engine(shlex.split(args.engine))
     report = Report()
