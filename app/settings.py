@@ -1,46 +1,35 @@
 """Settings: each one declared once, as a field of :class:`Settings`, and read once at startup.
 
-A field is the whole declaration of a setting. Its environment variable is the field's name in
-upper case (or the ``name`` given to ``msgspec.field``), its default is the field's default, its
-bounds are ``msgspec.Meta`` constraints on its type and its docstring is what it means (README's
-and docs/operations.md's settings tables are tested against these fields and docstrings). Adding a
-setting is adding a field::
+A field is the whole declaration: its variable is the field's name in upper case (or the ``name``
+of its ``msgspec.field``), then its default, its bounds (``msgspec.Meta`` on the type) and its
+docstring, the meaning that README's and docs/operations.md's settings tables are tested against.
+Adding a setting is adding a field (and its table row)::
 
     drain_seconds: Annotated[float, Meta(ge=0.0, le=60.0)] = 5.0
-    \"\"\"How long a stopping worker keeps answering.\"\"\"
+    \"\"\"how long a stopping worker keeps answering\"\"\"
 
-A value outside its declaration raises :class:`~app.errors.StartupError` naming the variable,
-however the ``Settings`` is made: from the environment (:meth:`Settings.from_environ`, which
-converts the strings with ``msgspec.convert(..., strict=False)``) or directly
-(``Settings(workers=0)``), so the service stops with one clear line instead of failing on the
-first request. A :data:`Secret` never appears in a repr or an error. :func:`load` is the process's
-one read of ``os.environ``; tests pass an ``environ`` mapping instead of patching it.
+A value outside its declaration raises :class:`~app.errors.StartupError` naming the variable
+however the ``Settings`` is made: from strings (:meth:`Settings.from_environ`, converted with
+``msgspec.convert(..., strict=False)``) or directly (``Settings(workers=0)``). A
+:data:`~app.declared.Secret` never appears in a repr or an error. :func:`load` is the process's
+one read of ``os.environ``; tests pass an ``environ`` mapping instead of patching it. How a field
+is read and checked is :mod:`app.declared`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
 import msgspec
-import msgspec.inspect as mi
 from msgspec import Meta
 
+from app import declared as declaration
+from app.declared import Declared, Exported, Secret, Text
 from app.errors import StartupError
 from app.schemas import MAX_BATCH
 
-Text = Annotated[str, Meta(min_length=1)]
-"""A non-empty string (surrounding whitespace is dropped when read from the environment)."""
-Secret = Annotated[str, Meta(min_length=16, pattern=r"^[!-~]+$", extra={"secret": True})]
-"""A token: printable ASCII without whitespace, taken as given, never shown in a repr or error."""
-
-Exported: Final = {"exported": True}
-"""``Meta(extra=Exported)``: a library's own variable, written back by :func:`load` for it."""
-
-# Read as false/true besides msgspec's own 0/1/false/true (any case).
-_FLAG_WORDS: Final = {"no": "false", "off": "false", "yes": "true", "on": "true"}
 # Variables that used to set what a setting sets now: refused, so an old deployment is not
 # silently served with another value.
 RETIRED: Final = {"GRANIAN_WORKERS": "WORKERS", "GRANIAN_HOST": "HOST", "GRANIAN_PORT": "PORT"}
@@ -99,23 +88,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     private temporary one"""
 
     def __post_init__(self) -> None:
-        for field in declared():
-            value = getattr(self, field.name)
-            try:
-                msgspec.convert(value, field.type)
-            except msgspec.ValidationError:
-                raise StartupError(field.problem(value)) from None
+        declaration.check(self)
 
     def __repr__(self) -> str:
-        return f"Settings({', '.join(f'{name}={shown}' for name, shown in self._shown())})"
+        shown = ", ".join(f"{name}={value}" for name, value in declaration.shown(self))
+        return f"Settings({shown})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(self._shown())
-
-    def _shown(self) -> Iterator[tuple[str, str]]:
-        for field in declared():
-            value = getattr(self, field.name)
-            yield field.name, "'***'" if field.secret and value is not None else repr(value)
+        return list(declaration.shown(self))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,81 +105,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
         for old, new in RETIRED.items():
             if env.get(old, "").strip():
                 raise StartupError(f"setting {old} is no longer read: set {new} instead")
-        values: dict[str, Any] = {}
-        for field in declared():
-            raw = env.get(field.env)
-            text = (raw if field.secret else raw.strip()) if raw is not None else ""
-            if not text:
-                continue
-            if field.kind == "bool":
-                text = _FLAG_WORDS.get(text.lower(), text)
-            try:
-                values[field.name] = msgspec.convert(text, field.type, strict=False)
-            except msgspec.ValidationError:
-                raise StartupError(field.problem(raw)) from None
-        return cls(**values)
+        return cls(**declaration.read(cls, env))
 
     def exported(self) -> dict[str, str]:
-        """The variables a library reads itself (:data:`Exported`), as it reads them."""
+        """The variables a library reads itself (:data:`~app.declared.Exported`), as it reads
+        them."""
         return {f.env: str(getattr(self, f.name)) for f in declared() if f.exported}
-
-
-@dataclass(frozen=True)
-class Declared:
-    """One setting as its field declares it, for checks, messages and the docs' tables."""
-
-    name: str
-    env: str
-    type: Any
-    default: Any
-    kind: str
-    allowed: str
-    secret: bool
-    exported: bool
-
-    def problem(self, value: object) -> str:
-        if self.secret:  # never echo the value
-            return f"setting {self.env} must be {self.allowed}"
-        return f"setting {self.env} must be {self.allowed}, got {value!r}"
 
 
 def declared() -> tuple[Declared, ...]:
     """The settings in declaration order."""
-    if not _DECLARED:
-        info = mi.type_info(Settings)
-        assert isinstance(info, mi.StructType)
-        fields = zip(msgspec.structs.fields(Settings), info.fields, strict=True)
-        _DECLARED.extend(_declared(field, shape.type) for field, shape in fields)
-    return tuple(_DECLARED)
-
-
-_DECLARED: list[Declared] = []
-
-
-def _declared(field: msgspec.structs.FieldInfo, shape: mi.Type) -> Declared:
-    if isinstance(shape, mi.UnionType):  # ``X | None``: None means unset
-        shape = next(t for t in shape.types if not isinstance(t, mi.NoneType))
-    extra: dict[str, Any] = {}
-    if isinstance(shape, mi.Metadata):
-        extra, shape = shape.extra or {}, shape.type
-    secret = bool(extra.get("secret"))
-    if isinstance(shape, mi.BoolType):
-        kind, allowed = "bool", "one of true/false/1/0/yes/no/on/off"
-    elif isinstance(shape, mi.IntType):
-        kind, allowed = "int", f"an integer in [{shape.ge}, {shape.le}]"
-    elif isinstance(shape, mi.FloatType):
-        kind, allowed = "float", f"a number in [{shape.ge:g}, {shape.le:g}]"
-    elif isinstance(shape, mi.StrType) and secret:
-        kind = "str"
-        allowed = f"at least {shape.min_length} printable ASCII characters without whitespace"
-    elif isinstance(shape, mi.StrType):
-        kind, allowed = "str", "a non-empty string"
-    else:
-        raise TypeError(f"setting {field.encode_name}: no reader for {shape}")
-    exported = bool(extra.get("exported"))
-    return Declared(
-        field.name, field.encode_name, field.type, field.default, kind, allowed, secret, exported
-    )
+    return declaration.fields(Settings)
 
 
 def load() -> Settings:

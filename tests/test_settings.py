@@ -15,8 +15,9 @@ import pytest
 
 import app.settings as settings_module
 from app.cli import main
+from app.declared import Declared
 from app.errors import StartupError
-from app.settings import RETIRED, Declared, Settings, declared, load
+from app.settings import RETIRED, Settings, declared, load
 
 
 def test_defaults_are_the_contract_defaults() -> None:
