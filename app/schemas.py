@@ -96,8 +96,9 @@ class ModelInfo(msgspec.Struct, frozen=True):
         str,
         Meta(
             description="How the model is scored: linear (the LR pipeline's own arithmetic), "
-            "numpy (predict_proba on an array) or dataframe (predict_proba on a DataFrame); "
-            "every path is proven equal to predict_proba on a DataFrame at load."
+            "forest (a forest's trees walked as flat arrays), numpy (predict_proba on an array) "
+            "or dataframe (predict_proba on a DataFrame); every path is proven equal to "
+            "predict_proba on a DataFrame at load."
         ),
     ] = "dataframe"
 

@@ -9,8 +9,8 @@
    exits (also after SIGTERM or SIGINT, which granian turns into a graceful stop); an operator's
    directory is created if missing and its ``*.db`` files (a previous run's) are deleted, nothing
    else in it is touched. The variable is then set for prometheus_client and the workers.
-2. **The preload** (:func:`preload`): the champion fetched and checked once, the service imported,
-   the garbage collector frozen, so the workers fork warm; then the startup watchdog.
+2. **The preload** (:func:`preload`): the champion fetched and checked once, the app built, the
+   garbage collector frozen, so the workers fork warm; then the startup watchdog.
 3. **granian's options** (:func:`granian_options`), run by granian's own command line in this
    process: granian forks its workers from it, and its main process is this one.
 """
@@ -44,7 +44,7 @@ def granian_options(settings: Settings) -> list[str]:
         "--no-ws",
         "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
         "--respawn-failed-workers",  # a killed worker is replaced while the others answer
-        "app.main:create_app",
+        "app.main:serve_app",  # the app prebuilt by preload(), shared with the workers
     ]  # fmt: skip
 
 
@@ -114,7 +114,9 @@ def preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> 
             f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
             f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
         )
-    import app.main  # noqa: F401 - imported for the workers
+    import app.main
+
+    app.main.prebuild(settings)  # the workers share it
 
     # The workers log JSON lines (app.observability); this process's plain handler stays here.
     for handler in logging.root.handlers[:]:

@@ -81,8 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     request_timeout_seconds: Annotated[float, Meta(ge=0.0, le=3600.0)] = 10.0
     """a request that has not started its answer by then gets 503; `0` turns it off"""
     startup_timeout_seconds: Annotated[float, Meta(ge=1.0, le=3600.0)] = 60.0
-    """a worker not ready by then (or a champion check not done) stops `churn-api serve` with exit
-    status 1 and one line naming the model and the stuck stage"""
+    """the champion check in `churn-api serve`'s child process, and every worker's startup, must
+    finish by then; otherwise the server stops with exit status 1 and one line such as `churn-api:
+    worker 4242 not ready after 60s (STARTUP_TIMEOUT_SECONDS), stuck in loading and checking
+    churn-classifier@champion, serving churn-classifier version 3; stopping`"""
     metrics_dir: Text | None = msgspec.field(default=None, name="PROMETHEUS_MULTIPROC_DIR")
     """the workers' shared metrics directory (see Metrics); unset, `churn-api serve` makes a
     private temporary one"""

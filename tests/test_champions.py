@@ -35,17 +35,17 @@ from ops_support import (
     wait_for,
 )
 
-from app.model import proof_rows
 from app.schemas import FEATURES
+from app.scoring import proof_rows
 
 pytestmark = pytest.mark.e2e
 
 KINDS: Final = {  # kind: (serialization format, the scoring path it should be proven for)
     "lr": ("pickle", "linear"),
-    "rf": ("skops", "numpy"),
+    "rf": ("skops", "forest"),
     "hgb": ("skops", "numpy"),
     "gb": ("pickle", "numpy"),
-    "ct": ("pickle", "dataframe"),  # selects its columns by name: needs a DataFrame
+    "ct": ("pickle", "numpy"),  # selects its columns by name: rewritten to positions
 }
 STUCK_ALIAS: Final = "stuck"
 
