@@ -12,13 +12,14 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from app.errors import StartupError
+from app.flavor import pyfunc_facts
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -60,6 +61,10 @@ class Champion:
     """P(churn) for each row of a float64 array whose columns are :data:`FEATURES`."""
     fast_path: bool = True
     load_seconds: float = 0.0
+    classes: tuple[Any, ...] = (0, 1)
+    """The estimator's ``classes_`` (what ``predict`` answers), as JSON-ready values."""
+    pyfunc_predict_fn: str = "predict"
+    """The method MLflow's pyfunc flavor calls (``pyfunc_predict_fn`` when it was logged)."""
 
 
 def load_champion(settings: Settings) -> Champion:
@@ -78,11 +83,13 @@ def load_champion(settings: Settings) -> Champion:
         version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        estimator = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version.version}")
+        model_uri = f"models:/{settings.model_name}/{version.version}"
+        estimator = mlflow.sklearn.load_model(model_uri)
+        facts = pyfunc_facts(estimator, model_uri)
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StartupError(f"cannot load {where}: {reason}") from exc
-    return registered_champion(estimator, settings, version, started)
+    return replace(registered_champion(estimator, settings, version, started), **facts)
 
 
 def registered_champion(

@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -31,6 +32,7 @@ import msgspec
 import numpy as np
 
 from app import metrics
+from app.flavor import pyfunc_facts
 from app.model import Champion, Rows, registered_champion
 from app.schemas import FEATURES
 from app.settings import Settings
@@ -91,8 +93,9 @@ class RegistrySource:
             )
             estimator = mlflow.sklearn.load_model(local)
             example = Model.load(local).load_input_example(local)
+            facts = pyfunc_facts(estimator, local)
         # feature guard + probe rows on both scoring paths
-        champion = registered_champion(estimator, settings, found, started)
+        champion = replace(registered_champion(estimator, settings, found, started), **facts)
         if example is not None:
             check_prediction(champion, example_rows(example))
         return champion
