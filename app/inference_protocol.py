@@ -11,12 +11,13 @@ version; anything else is 404. Errors go through the one error map (app.errors) 
 from __future__ import annotations
 
 from importlib.metadata import version as package_version
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
 
 from app.errors import ERROR_SHAPE, MalformedRequest, ProtocolMediaType, UnknownModel
 from app.inference_wire import (
@@ -48,10 +49,21 @@ _OUTPUTS: Final = [
 ]
 
 
+_EXAMPLE: Final = {
+    "id": "42",
+    "inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP64", "data": [12, 79.5, 954.0, 3, 1]}],
+    "outputs": [{"name": "predict_proba"}, {"name": "predict"}],
+}
+
+
 def _error(description: str) -> ResponseSpec:
     return ResponseSpec(InferenceErrorBody, description=description, generate_examples=False)
 
 
+ModelName = Annotated[str, PathParameter(description="MODEL_NAME, the served model's name.")]
+ModelVersion = Annotated[
+    str | None, PathParameter(description="The served version (others: 404).")
+]
 _UNKNOWN: Final = {404: _error("Another model name, or a version that is not the one served")}
 
 
@@ -84,7 +96,7 @@ async def server_metadata() -> ServerMetadata:
     responses={**_UNKNOWN, 503: _error("No model loaded")},
     opt=_OPT,
 )
-async def model_metadata(state: State, name: str, version: str | None = None) -> ModelMetadata:
+async def model_metadata(state: State, name: ModelName, version: ModelVersion = None) -> ModelMetadata:
     model = _served(state.service, name, version)
     return ModelMetadata(model.name, [model.version], "sklearn", _INPUTS, _OUTPUTS)
 
@@ -99,7 +111,7 @@ async def model_metadata(state: State, name: str, version: str | None = None) ->
     },
     opt=_OPT,
 )
-async def model_ready(state: State, name: str, version: str | None = None) -> Response[ModelReady]:
+async def model_ready(state: State, name: ModelName, version: ModelVersion = None) -> Response[ModelReady]:
     service: Service = state.service
     if service.model is None:
         _check_name(service, name)
@@ -128,10 +140,10 @@ async def model_ready(state: State, name: str, version: str | None = None) -> Re
         415: _error("Content-Type is not JSON"),
         503: _error("No model loaded, or the server is overloaded"),
     },
-    opt={**_OPT, "request_body": {"application/json": InferRequest}},
+    opt={**_OPT, "request_body": {"application/json": (InferRequest, _EXAMPLE)}},
 )
 async def infer(
-    request: Request[Any, Any, Any], state: State, name: str, version: str | None = None
+    request: Request[Any, Any, Any], state: State, name: ModelName, version: ModelVersion = None
 ) -> InferResponse:
     service: Service = state.service
     _served(service, name, version)

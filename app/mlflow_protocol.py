@@ -23,7 +23,7 @@ from app.errors import ERROR_SHAPE, ModelNotLoaded, ProtocolError, ProtocolMedia
 from app.metrics import TALLY
 from app.mlflow_wire import Invocation, Predictions
 from app.model import Rows
-from app.schemas import FEATURES, MlflowErrorBody
+from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MlflowErrorBody
 from app.service import Scored, Service, score
 from app.tabular import csv_rows, invocation_rows
 
@@ -64,7 +64,13 @@ def _error(description: str) -> ResponseSpec:
         501: _error("The model's pyfunc_predict_fn is not predict or predict_proba"),
         503: _error("No model loaded, or the server is overloaded"),
     },
-    opt={ERROR_SHAPE: "mlflow", "request_body": {_JSON: Invocation, _CSV: str}},
+    opt={
+        ERROR_SHAPE: "mlflow",
+        "request_body": {
+            _JSON: (Invocation, {"dataframe_records": [EXAMPLE_CUSTOMER]}),
+            _CSV: (str, ",".join(FEATURES) + "\n12,79.5,954.0,3,True\n"),
+        },
+    },
 )
 async def invocations(request: Request[Any, Any, Any], state: State) -> Predictions:
     service: Service = state.service
