@@ -98,7 +98,7 @@ async def health(state: State) -> Response[Health]:
     return Response(Health("ok"))
 
 
-@get("/livez", tags=["operations"], summary="Liveness")
+@get("/livez", tags=["operations"], summary="Liveness: the event loop answers")
 async def livez() -> Health:
     """Liveness: 200 while the worker's event loop answers; never looks at the model."""
     return _ALIVE
