@@ -51,7 +51,9 @@ _OUTPUTS: Final = [
 
 _EXAMPLE: Final = {
     "id": "42",
-    "inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP64", "data": [12, 79.5, 954.0, 3, 1]}],
+    "inputs": [
+        {"name": "features", "shape": [1, 5], "datatype": "FP64", "data": [12, 79.5, 954.0, 3, 1]}
+    ],
     "outputs": [{"name": "predict_proba"}, {"name": "predict"}],
 }
 
@@ -61,9 +63,7 @@ def _error(description: str) -> ResponseSpec:
 
 
 ModelName = Annotated[str, PathParameter(description="MODEL_NAME, the served model's name.")]
-ModelVersion = Annotated[
-    str | None, PathParameter(description="The served version (others: 404).")
-]
+ModelVersion = Annotated[str | None, PathParameter(description="The served version (others: 404).")]
 _UNKNOWN: Final = {404: _error("Another model name, or a version that is not the one served")}
 
 
@@ -96,7 +96,9 @@ async def server_metadata() -> ServerMetadata:
     responses={**_UNKNOWN, 503: _error("No model loaded")},
     opt=_OPT,
 )
-async def model_metadata(state: State, name: ModelName, version: ModelVersion = None) -> ModelMetadata:
+async def model_metadata(
+    state: State, name: ModelName, version: ModelVersion = None
+) -> ModelMetadata:
     model = _served(state.service, name, version)
     return ModelMetadata(model.name, [model.version], "sklearn", _INPUTS, _OUTPUTS)
 
@@ -111,7 +113,9 @@ async def model_metadata(state: State, name: ModelName, version: ModelVersion = 
     },
     opt=_OPT,
 )
-async def model_ready(state: State, name: ModelName, version: ModelVersion = None) -> Response[ModelReady]:
+async def model_ready(
+    state: State, name: ModelName, version: ModelVersion = None
+) -> Response[ModelReady]:
     service: Service = state.service
     if service.model is None:
         _check_name(service, name)
@@ -150,7 +154,12 @@ async def infer(
     _check_headers(request)
     try:
         decoded = request_decoder.decode(await request.body())
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
         raise MalformedRequest(f"Request body is not an inference request: {exc}") from None
     scored = await score(service, request_rows(decoded))
     labels = labels_at(service, scored, None)
@@ -174,7 +183,9 @@ def _served(service: Service, name: str, version: str | None) -> Champion:
 
 def _check_name(service: Service, name: str) -> None:
     if name != service.settings.model_name:
-        raise UnknownModel(f"unknown model {name[:64]!r}; this server serves {service.settings.model_name!r}")
+        raise UnknownModel(
+            f"unknown model {name[:64]!r}; this server serves {service.settings.model_name!r}"
+        )
 
 
 def _check_headers(request: Request[Any, Any, Any]) -> None:

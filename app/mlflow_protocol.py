@@ -95,7 +95,8 @@ def answers(scored: Scored) -> list[Any]:
     positive = churn > 1.0 - churn
     TALLY.predictions(churn, positive.tolist())
     if model.pyfunc_predict_fn == "predict_proba":
-        return np.column_stack([1.0 - churn, churn]).tolist()
+        rows: list[Any] = np.column_stack([1.0 - churn, churn]).tolist()
+        return rows
     negative_class, positive_class = model.classes
     return [positive_class if p else negative_class for p in positive.tolist()]
 

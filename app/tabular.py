@@ -99,7 +99,10 @@ def _column_rows(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     if len(lengths) != 1:
         raise InvalidInput(f"inputs: the columns have different lengths {sorted(lengths)}")
     _count("inputs", lengths.pop())
-    return [dict(zip(FEATURES, values, strict=True)) for values in zip(*(columns[n] for n in FEATURES))]
+    return [
+        dict(zip(FEATURES, values, strict=True))
+        for values in zip(*(columns[n] for n in FEATURES), strict=True)
+    ]
 
 
 def _positions(columns: Sequence[str], where: str) -> dict[str, int]:
@@ -210,7 +213,9 @@ def _json_error(body: bytes, first: Exception) -> Exception:
     if not isinstance(value, list):
         return MalformedRequest(f"{field}: Expected an array of objects, got {_kind(value)}")
     if not 1 <= len(value) <= MAX_BATCH:
-        return InvalidInput(f"{field}: expected 1 to {MAX_BATCH} rows (MAX_BATCH), got {len(value)}")
+        return InvalidInput(
+            f"{field}: expected 1 to {MAX_BATCH} rows (MAX_BATCH), got {len(value)}"
+        )
     return _invalid(_row_errors(value, lambda i, c: f"{field}[{i}].{c}"), str(first))
 
 

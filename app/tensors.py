@@ -47,16 +47,21 @@ def request_rows(request: InferRequest) -> Rows:
     if content_type == "pd":
         return _columns(request.inputs)
     if content_type not in (None, "np"):
-        raise MalformedRequest(f"parameters.content_type: expected 'pd' or none, got {content_type!r}")
+        raise MalformedRequest(
+            f"parameters.content_type: expected 'pd' or none, got {content_type!r}"
+        )
     if len(request.inputs) != 1:
         raise MalformedRequest(
-            f"expected one input tensor of shape [N, {len(FEATURES)}] (columns {', '.join(FEATURES)})"
-            f', or parameters {{"content_type": "pd"}} with one input per feature; '
+            f"expected one input tensor of shape [N, {len(FEATURES)}] "
+            f"(columns {', '.join(FEATURES)}), "
+            'or parameters {"content_type": "pd"} with one input per feature; '
             f"got {len(request.inputs)} inputs"
         )
     tensor = request.inputs[0]
     if tensor.datatype not in _NUMERIC:
-        raise InvalidInput(f"{tensor.name}: datatype must be one of {', '.join(_NUMERIC)}, got {tensor.datatype!r}")
+        raise InvalidInput(
+            f"{tensor.name}: datatype must be one of {', '.join(_NUMERIC)}, got {tensor.datatype!r}"
+        )
     if len(tensor.shape) != 2 or tensor.shape[1] != len(FEATURES):
         raise InvalidInput(f"{tensor.name}: shape must be [N, {len(FEATURES)}], got {tensor.shape}")
     count = _count(tensor.name, tensor.shape[0])
@@ -88,7 +93,9 @@ def check_outputs(requested: Sequence[RequestedOutput] | None) -> None:
     """Only this model's outputs, as JSON tensors."""
     for output in requested or ():
         if output.name not in OUTPUTS:
-            raise InvalidInput(f"outputs: unknown output {output.name!r}; this model has {', '.join(OUTPUTS)}")
+            raise InvalidInput(
+                f"outputs: unknown output {output.name!r}; this model has {', '.join(OUTPUTS)}"
+            )
         parameters = output.parameters or {}
         if parameters.get("binary_data") is True:
             raise MalformedRequest(f"outputs {output.name!r}: {JSON_ONLY}")
@@ -120,10 +127,16 @@ def _columns(inputs: Sequence[Tensor]) -> Rows:
 
 def _column_length(tensor: Tensor) -> int:
     if tensor.datatype not in DATA_TYPES:
-        raise InvalidInput(f"{tensor.name}: datatype must be one of {', '.join(DATA_TYPES)}, got {tensor.datatype!r}", (tensor.name,))
+        raise InvalidInput(
+            f"{tensor.name}: datatype must be one of {', '.join(DATA_TYPES)}, "
+            f"got {tensor.datatype!r}",
+            (tensor.name,),
+        )
     if len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1):
         return tensor.shape[0]
-    raise InvalidInput(f"{tensor.name}: shape must be [N] or [N, 1], got {tensor.shape}", (tensor.name,))
+    raise InvalidInput(
+        f"{tensor.name}: shape must be [N] or [N, 1], got {tensor.shape}", (tensor.name,)
+    )
 
 
 def _count(where: str, rows: int) -> int:
@@ -144,7 +157,9 @@ def _values(tensor: Tensor, expected: int) -> list[Any]:
             raise InvalidInput(f"{tensor.name}: {tensor.datatype} data: {message}") from None
         values = [value for inner in nested for value in inner]
     if len(values) != expected:
-        raise InvalidInput(f"{tensor.name}: shape {tensor.shape} needs {expected} values, got {len(values)}")
+        raise InvalidInput(
+            f"{tensor.name}: shape {tensor.shape} needs {expected} values, got {len(values)}"
+        )
     return values
 
 

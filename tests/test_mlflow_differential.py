@@ -1,4 +1,4 @@
-"""churn-api's ``/invocations`` against ``mlflow models serve`` itself, on the same registry version.
+"""churn-api's ``/invocations`` against ``mlflow models serve`` on the same registry versions.
 
 ``mlflow models serve --env-manager local`` (shipped with the mlflow dependency) runs on 127.0.0.1
 next to the real churn-api server; both answer the same requests in every layout. A second version,
@@ -176,7 +176,10 @@ def invoke(base_url: str, content_type: str, body: bytes) -> httpx.Response:
 def test_every_layout_answers_what_mlflow_models_serve_answers(stacks: Stacks, layout: str) -> None:
     content_type, body = requests(ROWS)[layout]
 
-    ours, theirs = invoke(stacks.churn, content_type, body), invoke(stacks.mlflow, content_type, body)
+    ours, theirs = (
+        invoke(stacks.churn, content_type, body),
+        invoke(stacks.mlflow, content_type, body),
+    )
 
     assert theirs.status_code == 200, theirs.text
     assert ours.status_code == 200, ours.text
@@ -211,11 +214,15 @@ INVALID: list[tuple[str, bytes]] = [
 def test_what_mlflow_refuses_churn_api_refuses_with_the_same_code_and_no_traceback(
     stacks: Stacks, content_type: str, body: bytes
 ) -> None:
-    ours, theirs = invoke(stacks.churn, content_type, body), invoke(stacks.mlflow, content_type, body)
+    ours, theirs = (
+        invoke(stacks.churn, content_type, body),
+        invoke(stacks.mlflow, content_type, body),
+    )
 
     assert ours.status_code == theirs.status_code == 400, (ours.text, theirs.text)
     assert ours.json()["error_code"] in {"BAD_REQUEST", "INVALID_PARAMETER_VALUE"}
-    assert "Traceback" not in ours.text and "site-packages" not in ours.text
+    assert "Traceback" not in ours.text
+    assert "site-packages" not in ours.text
 
 
 @pytest.mark.parametrize(
@@ -241,11 +248,16 @@ def test_rows_mlflow_scores_anyway_get_400_naming_the_column(
 
 
 def test_mlflows_own_client_predicts_through_churn_api(stacks: Stacks) -> None:
-    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient as Untyped
+
+    ScoringServerClient: Any = Untyped  # MLflow's client has no annotations
 
     host, port = stacks.churn.removeprefix("http://").split(":")
     frame = pd.DataFrame(ROWS, columns=list(FEATURES))
-    ours, theirs = ScoringServerClient(host, port), ScoringServerClient(*stacks.mlflow[7:].split(":"))
+    ours, theirs = (
+        ScoringServerClient(host, port),
+        ScoringServerClient(*stacks.mlflow[7:].split(":")),
+    )
 
     ours.wait_server_ready(timeout=10)
     assert ours.get_version() == package_version("churn-api")

@@ -88,9 +88,7 @@ def test_labels_are_the_model_classes(make_client: MakeClient) -> None:
 
     response = invoke(client, {"dataframe_records": CUSTOMERS})
 
-    assert response.json() == {
-        "predictions": [["stays", "churns"][label(c)] for c in CUSTOMERS]
-    }
+    assert response.json() == {"predictions": [["stays", "churns"][label(c)] for c in CUSTOMERS]}
 
 
 def test_a_predict_proba_model_answers_both_class_probabilities(make_client: MakeClient) -> None:
@@ -136,7 +134,10 @@ BAD_BODIES: list[tuple[Any, str, list[str]]] = [
     (
         {"instances": [VALID, customer(tenure_months=12.5, is_month_to_month="yes")]},
         "INVALID_PARAMETER_VALUE",
-        ["instances[1].tenure_months: Expected `int`, got `float`", "instances[1].is_month_to_month"],
+        [
+            "instances[1].tenure_months: Expected `int`, got `float`",
+            "instances[1].is_month_to_month",
+        ],
     ),
     (
         {"dataframe_split": {"columns": list(FEATURES), "data": [[12, 79.5, 954.0, 3, 1]]}},
@@ -154,7 +155,11 @@ BAD_BODIES: list[tuple[Any, str, list[str]]] = [
         ["inputs.total_charges[0]: Expected `float` <= 6000000.0"],
     ),
     (
-        {"inputs": {name: [VALID[name]] * (2 if name == "tenure_months" else 1) for name in FEATURES}},
+        {
+            "inputs": {
+                name: [VALID[name]] * (2 if name == "tenure_months" else 1) for name in FEATURES
+            }
+        },
         "INVALID_PARAMETER_VALUE",
         ["different lengths"],
     ),
@@ -173,7 +178,8 @@ def test_a_bad_body_gets_400_in_mlflow_shape_naming_what_is_wrong(
     assert response.json() == {"error_code": code, "message": response.json()["message"]}
     for fragment in fragments:
         assert fragment in response.json()["message"]
-    assert "Traceback" not in response.text and "/" not in response.json()["message"]
+    assert "Traceback" not in response.text
+    assert "/" not in response.json()["message"]
 
 
 def test_many_bad_rows_are_named_up_to_a_cap(client: Client) -> None:
@@ -190,7 +196,10 @@ def test_many_bad_rows_are_named_up_to_a_cap(client: Client) -> None:
     [
         (csv_body([VALID], ["tenure_months"]), "csv header: missing columns"),
         (csv_body([customer(tenure_months="12.0")], list(FEATURES)), "csv[0].tenure_months"),
-        (csv_body([customer(is_month_to_month="maybe")], list(FEATURES)), "csv[0].is_month_to_month"),
+        (
+            csv_body([customer(is_month_to_month="maybe")], list(FEATURES)),
+            "csv[0].is_month_to_month",
+        ),
         (csv_body([customer(monthly_charges=0)], list(FEATURES)), "csv[0].monthly_charges"),
         (b",".join(f.encode() for f in FEATURES) + b"\n1,2\n", "csv[0]: 2 values for 5 columns"),
         (b"\xff\xfe", "not UTF-8"),
@@ -235,7 +244,10 @@ def test_without_a_model_ping_and_invocations_answer_503(make_client: MakeClient
     assert client.get("/ping").status_code == 503
     response = invoke(client, {"dataframe_records": [VALID]})
     assert response.status_code == 503
-    assert response.json() == {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "Model not loaded"}
+    assert response.json() == {
+        "error_code": "TEMPORARILY_UNAVAILABLE",
+        "message": "Model not loaded",
+    }
 
 
 def test_a_model_that_raises_gets_500_in_mlflow_shape_without_details(

@@ -146,7 +146,8 @@ def test_every_operation_has_one_of_the_four_tags_and_a_human_summary(
         (tag,) = operation["tags"]
         seen.add(tag)
         summary = operation["summary"]
-        assert " " in summary and summary[0].isupper(), (method, path, summary)
+        assert " " in summary, (method, path, summary)  # words, not a function name
+        assert summary[0].isupper(), (method, path, summary)
     assert seen == TAGS
 
 

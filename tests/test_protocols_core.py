@@ -36,8 +36,19 @@ def test_requests_of_all_front_ends_are_scored_in_one_model_call() -> None:
         ("/predict", VALID),
         ("/invocations", {"dataframe_records": CUSTOMERS}),
         ("/invocations", {"inputs": {n: [c[n] for c in CUSTOMERS] for n in FEATURES}}),
-        (INFER, {"inputs": [{"name": "x", "shape": [2, 5], "datatype": "FP64",
-                             "data": [row(c) for c in CUSTOMERS[:2]]}]}),  # fmt: skip
+        (
+            INFER,
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [2, 5],
+                        "datatype": "FP64",
+                        "data": [row(c) for c in CUSTOMERS[:2]],
+                    }
+                ]
+            },
+        ),
         ("/predict/batch", {"instances": CUSTOMERS}),
     ]
 
@@ -79,9 +90,23 @@ json_scalars = (
 
 def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     keys = st.text(max_size=8) | st.sampled_from(
-        [*FEATURES, "dataframe_split", "dataframe_records", "instances", "inputs", "columns",
-         "data", "params", "name", "shape", "datatype", "parameters", "outputs", "content_type"]
-    )  # fmt: skip
+        [
+            *FEATURES,
+            "dataframe_split",
+            "dataframe_records",
+            "instances",
+            "inputs",
+            "columns",
+            "data",
+            "params",
+            "name",
+            "shape",
+            "datatype",
+            "parameters",
+            "outputs",
+            "content_type",
+        ]
+    )
     return st.lists(children, max_size=5) | st.dictionaries(keys, children, max_size=5)
 
 
@@ -141,11 +166,15 @@ def test_metrics_and_request_ids_carry_each_protocols_route_template(server: Ser
     before = scrape(server.base_url)
     with httpx.Client(base_url=server.base_url) as http:
         answers = [
-            http.post("/invocations", json={"dataframe_records": [VALID]}, headers={"X-Request-ID": "inv-1"}),
+            http.post(
+                "/invocations",
+                json={"dataframe_records": [VALID]},
+                headers={"X-Request-ID": "inv-1"},
+            ),
             http.post(INFER, json=infer, headers={"X-Request-ID": "inf-1"}),
             http.post(INFER, json={"inputs": []}),
             http.get("/v2/models/churn-classifier/ready"),
-        ]  # fmt: skip
+        ]
     assert [a.status_code for a in answers] == [200, 200, 400, 200]
     assert answers[0].headers["x-request-id"] == "inv-1"
     assert answers[1].headers["x-request-id"] == answers[1].json()["id"] == "inf-1"
