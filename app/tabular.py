@@ -1,43 +1,34 @@
 """Rows from MLflow's scoring formats (four JSON layouts and CSV), checked like ``/predict``.
 
 Every layout becomes a list of rows by column name; the five features are picked by name (any
-order, other columns dropped) and checked by :class:`app.mlflow_wire.Record`, which inherits the
-contract's types, bounds and cross-field rule from :class:`app.schemas.Customer`. A good request
-is decoded once by a prebuilt decoder; only a bad one is walked again, so that the error names
-every offending row and column (``dataframe_records[3].total_charges: ...``).
+order, other columns dropped) and checked by :mod:`app.rows` like ``/predict`` checks a customer.
+A good request is decoded once by a prebuilt decoder (records straight into checked rows); only a
+bad one is walked again, so that the error names every offending row and column
+(``dataframe_records[3].total_charges: ...``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import operator
 import re
-import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import chain
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
-import numpy as np
 from msgspec import UNSET
 
 from app.errors import InvalidInput, MalformedRequest
-from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, Record, Records, invocation_decoder
+from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, invocation_decoder
 from app.model import Rows
-from app.schemas import CROSS_FIELD_RULE, FEATURES, MAX_BATCH, Customer, breaks_cross_field_rule
+from app.rows import TYPES, array, checked_rows, clean, invalid, kind, row_errors
+from app.schemas import FEATURES, MAX_BATCH
 
-MAX_NAMED_ERRORS: Final = 10
-_TYPES: Final = typing.get_type_hints(Customer, include_extras=True)
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _BOOLEANS: Final = {"true": True, "false": False}
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
                          UnicodeDecodeError)  # fmt: skip
-_values: Final = operator.attrgetter(*FEATURES)
 ONE_OF: Final = f"exactly one of {', '.join(INPUT_FIELDS)}"
-
-Where = Callable[[int, str], str]
-"""The path of one value in the request: row index and column name."""
 
 
 def invocation_rows(body: bytes) -> Rows:
@@ -53,7 +44,7 @@ def invocation_rows(body: bytes) -> Rows:
     value = getattr(request, field)
     if isinstance(value, list):  # records (dataframe_records, instances, inputs as records)
         _count(field, len(value))
-        return _array(value)
+        return array(value)
     if isinstance(value, DataframeSplit):
         return checked_rows(_split_rows(value), _at_split)
     return checked_rows(_column_rows(value), _at_inputs)
@@ -118,7 +109,7 @@ def _positions(columns: Sequence[str], where: str) -> dict[str, int]:
 def _parse(name: str, cell: str) -> object:
     """A CSV cell as the JSON value it stands for; anything else stays a string (and fails)."""
     text = cell.strip()
-    kind = _TYPES[name].__origin__
+    kind = TYPES[name].__origin__
     if kind is bool:
         return _BOOLEANS.get(text.lower(), text)
     if kind is int:
@@ -134,54 +125,6 @@ def _count(where: str, rows: int) -> None:
         raise InvalidInput(f"{where}: expected 1 to {MAX_BATCH} rows (MAX_BATCH), got {rows}")
 
 
-def checked_rows(rows: list[dict[str, Any]], where: Where) -> Rows:
-    """Rows by column name as a float64 array in contract order, or the error naming them all."""
-    try:
-        records = msgspec.convert(rows, Records)
-    except msgspec.ValidationError as exc:
-        raise _invalid(_row_errors(rows, where), str(exc)) from None
-    return _array(records)
-
-
-def _array(records: list[Record]) -> Rows:
-    flat = np.fromiter(chain.from_iterable(map(_values, records)), dtype=np.float64,
-                       count=len(records) * len(FEATURES))  # fmt: skip
-    return flat.reshape(len(records), len(FEATURES))
-
-
-def _row_errors(rows: Sequence[object], where: Where) -> Iterator[tuple[str, str]]:
-    """(feature, message naming the row and column) for every offending value."""
-    for number, row in enumerate(rows):
-        if not isinstance(row, dict):
-            yield "body", f"{where(number, '')[:-1]}: Expected an object, got {_kind(row)}"
-            continue
-        good = True
-        for name in FEATURES:
-            if name not in row:
-                good = False
-                yield name, f"{where(number, name)}: Field required"
-                continue
-            try:
-                msgspec.convert(row[name], _TYPES[name])
-            except msgspec.ValidationError as exc:
-                good = False
-                yield name, f"{where(number, name)}: {_clean(str(exc))}"
-        if good and breaks_cross_field_rule(
-            row["tenure_months"], row["monthly_charges"], row["total_charges"]
-        ):
-            yield "total_charges", f"{where(number, 'total_charges')}: {CROSS_FIELD_RULE}"
-
-
-def _invalid(errors: Iterator[tuple[str, str]], fallback: str) -> InvalidInput:
-    found = list(errors)
-    if not found:  # both paths must agree; keep msgspec's own word if they do not
-        return InvalidInput(_clean(fallback))
-    shown = "; ".join(message for _, message in found[:MAX_NAMED_ERRORS])
-    if len(found) > MAX_NAMED_ERRORS:
-        shown += f"; and {len(found) - MAX_NAMED_ERRORS} more"
-    return InvalidInput(shown, tuple(dict.fromkeys(name for name, _ in found)))
-
-
 def _json_error(body: bytes, first: Exception) -> Exception:
     """Why a JSON body failed the prebuilt decoder, naming every offending value."""
     if not body.strip():
@@ -189,34 +132,34 @@ def _json_error(body: bytes, first: Exception) -> Exception:
     try:
         document = msgspec.json.decode(body)
     except _DECODE_ERRORS as exc:
-        return MalformedRequest(f"Request body is not valid JSON: {_clean(str(exc))}")
+        return MalformedRequest(f"Request body is not valid JSON: {clean(str(exc))}")
     if not isinstance(document, dict):
-        return MalformedRequest(f"Expected a JSON object with {ONE_OF}, got {_kind(document)}")
+        return MalformedRequest(f"Expected a JSON object with {ONE_OF}, got {kind(document)}")
     chosen = [name for name in INPUT_FIELDS if name in document]
     if len(chosen) != 1:
         return MalformedRequest(f"The request must be a JSON object with {ONE_OF}; got {chosen}")
     field, value = chosen[0], document[chosen[0]]
     params = document.get("params")
     if params is not None and not isinstance(params, dict):
-        return MalformedRequest(f"params: Expected an object, got {_kind(params)}")
+        return MalformedRequest(f"params: Expected an object, got {kind(params)}")
     try:
         if field == "dataframe_split":
             split = msgspec.convert(value, DataframeSplit)
-            return _invalid(_row_errors(_split_rows(split), _at_split), str(first))
+            return invalid(row_errors(_split_rows(split), _at_split), str(first))
         if field == "inputs" and isinstance(value, dict):
             columns = msgspec.convert(value, dict[str, list[Any]])
-            return _invalid(_row_errors(_column_rows(columns), _at_inputs), str(first))
+            return invalid(row_errors(_column_rows(columns), _at_inputs), str(first))
     except msgspec.ValidationError as exc:
-        return MalformedRequest(f"{field}: {_clean(str(exc))} (at {_at(str(exc))})")
+        return MalformedRequest(f"{field}: {clean(str(exc))} (at {_at(str(exc))})")
     except InvalidInput as exc:
         return exc
     if not isinstance(value, list):
-        return MalformedRequest(f"{field}: Expected an array of objects, got {_kind(value)}")
+        return MalformedRequest(f"{field}: Expected an array of objects, got {kind(value)}")
     if not 1 <= len(value) <= MAX_BATCH:
         return InvalidInput(
             f"{field}: expected 1 to {MAX_BATCH} rows (MAX_BATCH), got {len(value)}"
         )
-    return _invalid(_row_errors(value, lambda i, c: f"{field}[{i}].{c}"), str(first))
+    return invalid(row_errors(value, lambda i, c: f"{field}[{i}].{c}"), str(first))
 
 
 def _at_split(number: int, name: str) -> str:
@@ -229,20 +172,3 @@ def _at_inputs(number: int, name: str) -> str:
 
 def _at(message: str) -> str:
     return message.rsplit(" - at `$", 1)[-1].rstrip("`") or "$"
-
-
-def _clean(message: str) -> str:
-    """msgspec's message without its ``- at `$...``` suffix (the value is named separately)."""
-    return message.split(" - at `$", 1)[0]
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"

@@ -27,8 +27,8 @@ from app.inference_wire import (
     nested_decoders,
 )
 from app.model import Rows, Scores
+from app.rows import checked_rows
 from app.schemas import FEATURES, MAX_BATCH
-from app.tabular import checked_rows
 
 OUTPUTS: Final = ("predict_proba", "predict")
 JSON_ONLY: Final = (

@@ -219,7 +219,7 @@ def request(
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+        return response.status, json.loads(raw) if raw.strip() else None  # MLflow: "\n"
     finally:
         connection.close()
 
