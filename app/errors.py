@@ -108,7 +108,8 @@ def _json(body: object, status_code: int, headers: dict[str, str] | None = None)
 
 
 ERROR_SHAPE: Final = "error_shape"
-"""Route ``opt`` key naming the body shape of that route's errors: ``mlflow`` or ``inference``."""
+"""Route ``opt`` key (or, in front of Litestar's router, scope key) naming the body shape of that
+route's errors: ``mlflow`` or ``inference``."""
 _MLFLOW_CODES: Final = {413: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
 
 
@@ -132,8 +133,9 @@ def _error(
 
 
 def _shape(request: Request[Any, Any, Any]) -> str | None:
-    handler = request.scope.get("route_handler")  # absent when no route matched
-    return handler.opt.get(ERROR_SHAPE) if handler is not None else None
+    handler = request.scope.get("route_handler")  # absent when no route matched (or app.fastpath)
+    found = handler.opt.get(ERROR_SHAPE) if handler is not None else request.scope.get(ERROR_SHAPE)
+    return found if isinstance(found, str) else None
 
 
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:

@@ -10,6 +10,7 @@ version; anything else is 404. Errors go through the one error map (app.errors) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import version as package_version
 from typing import Annotated, Any, Final
 
@@ -31,10 +32,10 @@ from app.inference_wire import (
     ServerMetadata,
     request_decoder,
 )
-from app.model import Champion
+from app.model import Champion, Rows
 from app.observability import REQUEST_ID_KEY
-from app.schemas import FEATURES, InferenceErrorBody
-from app.service import Service, labels_at, score
+from app.schemas import FEATURES, InferenceErrorBody, encoder
+from app.service import Scored, Service, labels_at, score
 from app.tensors import JSON_ONLY, outputs, request_rows
 
 TAG: Final = "Open Inference Protocol"
@@ -162,13 +163,26 @@ async def infer(
     ) as exc:
         raise MalformedRequest(f"Request body is not an inference request: {exc}") from None
     scored = await score(service, request_rows(decoded))
+    return _answer(service, decoded, scored, request.scope)
+
+
+def _answer(service: Service, decoded: InferRequest, scored: Scored, scope: Any) -> InferResponse:
     labels = labels_at(service, scored, None)
     return InferResponse(
         model_name=scored.model.name,
         model_version=scored.model.version,
-        id=decoded.id if decoded.id is not None else str(request.scope.get(REQUEST_ID_KEY, "")),
+        id=decoded.id if decoded.id is not None else str(scope.get(REQUEST_ID_KEY, "")),
         outputs=outputs(decoded.outputs, scored.scores, labels),
     )
+
+
+def fast_door(service: Service, body: bytes, scope: Any) -> tuple[Rows, Callable[[Scored], bytes]]:
+    """The plain case of ``/v2/models/MODEL_NAME/infer`` for :mod:`app.fastpath`."""
+    if scope["path"] != f"/v2/models/{service.settings.model_name}/infer":
+        raise LookupError(scope["path"])  # another name: Litestar answers 404
+    decoded = request_decoder.decode(body)
+    rows = request_rows(decoded)
+    return rows, lambda scored: encoder.encode(_answer(service, decoded, scored, scope))
 
 
 def _served(service: Service, name: str, version: str | None) -> Champion:

@@ -21,7 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from app.errors import ERROR_SHAPE, ModelNotLoaded, ProtocolError, ProtocolMediaType
 from app.metrics import TALLY
-from app.mlflow_wire import Invocation, Predictions
+from app.mlflow_wire import Invocation, Predictions, encoder
 from app.model import Rows
 from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MlflowErrorBody
 from app.service import Scored, Service, score
@@ -146,5 +146,15 @@ async def version() -> str:
     return _VERSION
 
 
+def fast_door(service: Service, body: bytes, scope: Any) -> tuple[Rows, Finish]:
+    """The plain JSON case for :mod:`app.fastpath`: rows, then the answer's bytes."""
+    return invocation_rows(body), _encode_answer
+
+
+def _encode_answer(scored: Scored) -> bytes:
+    return encoder.encode(Predictions(answers(scored)))
+
+
+Finish = Callable[[Scored], bytes]
 _VERSION: Final = package_version("churn-api")
 ROUTES: Final = [invocations, ping, version]
