@@ -41,6 +41,7 @@ class Stacks:
     mlflow: str
     churn_proba: str
     mlflow_proba: str
+    proba_uri: str
 
 
 @contextlib.contextmanager
@@ -119,7 +120,7 @@ def stacks(
     ):
         for url, (process, log) in (plain, with_proba):
             wait_until_healthy(url, process, log, START_SECONDS)
-        yield Stacks(server.base_url, plain[0], churn_proba, with_proba[0])
+        yield Stacks(server.base_url, plain[0], churn_proba, with_proba[0], uri)
 
 
 def valid_customers(count: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -263,3 +264,19 @@ def test_mlflows_own_client_predicts_through_churn_api(stacks: Stacks) -> None:
     assert ours.get_version() == package_version("churn-api")
     got = ours.invoke(frame, params={"ignored": 1}).get_predictions()
     assert got.equals(theirs.invoke(frame).get_predictions())
+
+
+def test_both_load_paths_read_the_pyfunc_flavor_and_classes(
+    stacks: Stacks, registry: Registry
+) -> None:
+    from app.model import load_champion
+    from app.reload import RegistrySource
+
+    copy = registry.settings(tracking_uri=stacks.proba_uri, model_alias=PROBA_ALIAS)
+    at_start = load_champion(copy)
+    swapped_in = RegistrySource().load(copy, at_start.version)
+    plain = load_champion(registry.settings())
+
+    assert (at_start.pyfunc_predict_fn, at_start.classes) == ("predict_proba", (0, 1))
+    assert (swapped_in.pyfunc_predict_fn, swapped_in.classes) == ("predict_proba", (0, 1))
+    assert (plain.pyfunc_predict_fn, plain.classes) == ("predict", (0, 1))
