@@ -649,6 +649,10 @@ def protocol_targets(stacks_: Mapping[str, Any]) -> list[tuple[str, float, str, 
         ("/v2 infer req/s vs /predict (c=32)", infer["rps"] / predict["rps"], ">= 0.8x",
          infer["rps"] >= 0.8 * predict["rps"]),
     ]  # fmt: skip
+    cpu = predict["server_cpu_us_per_request"]  # steadier than req/s when others share the CPU
+    for name, run in (("/invocations", invocations), ("/v2 infer", infer)):
+        found.append((f"{name} server CPU per request vs /predict (c=32)",
+                      run["server_cpu_us_per_request"] / cpu, "(for reference)", True))  # fmt: skip
     if MLFLOW in stacks_:
         theirs = stacks_[MLFLOW]["protocols"][INVOCATIONS]
         ratio = invocations["rps"] / theirs["rps"]
