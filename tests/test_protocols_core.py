@@ -151,6 +151,24 @@ def test_random_json_to_invocations_never_gives_a_5xx(
         check(client.post("/invocations", content=json.dumps(body)))
 
 
+csv_cells = st.sampled_from(["", "0", "12", "-1", "1e999", "nan", "True", "x", '"a,b"', "1_0"])
+csv_lines = st.lists(csv_cells | st.text(max_size=6), min_size=1, max_size=7).map(",".join)
+
+
+def with_header(lines: list[str]) -> bytes:
+    # A named function, not a lambda (see tests/test_properties.py)
+    return "\n".join([",".join(FEATURES), *lines]).encode()
+
+
+csv_bodies = st.lists(csv_lines, max_size=5).map(with_header) | st.binary(max_size=200)
+
+
+@EXAMPLES
+@given(body=csv_bodies)
+def test_random_csv_to_invocations_never_gives_a_5xx(client: Client, body: bytes) -> None:
+    check(client.post("/invocations", content=body, headers={"content-type": "text/csv"}))
+
+
 @EXAMPLES
 @given(document=json_values | infer_bodies)
 def test_random_json_to_infer_never_gives_a_5xx(client: Client, document: Any) -> None:
