@@ -25,6 +25,7 @@ from app.rows import TYPES, array, checked_rows, clean, invalid, kind, row_error
 from app.schemas import FEATURES, MAX_BATCH
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+_NUMBER: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, 1_0
 _BOOLEANS: Final = {"true": True, "false": False}
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
                          UnicodeDecodeError)  # fmt: skip
@@ -114,10 +115,7 @@ def _parse(name: str, cell: str) -> object:
         return _BOOLEANS.get(text.lower(), text)
     if kind is int:
         return int(text) if _INTEGER.fullmatch(text) else text
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    return float(text) if _NUMBER.fullmatch(text) else text
 
 
 def _count(where: str, rows: int) -> None:

@@ -201,6 +201,8 @@ def test_many_bad_rows_are_named_up_to_a_cap(client: Client) -> None:
             "csv[0].is_month_to_month",
         ),
         (csv_body([customer(monthly_charges=0)], list(FEATURES)), "csv[0].monthly_charges"),
+        (csv_body([customer(total_charges="nan")], list(FEATURES)), "csv[0].total_charges"),
+        (csv_body([customer(total_charges="9_540")], list(FEATURES)), "csv[0].total_charges"),
         (b",".join(f.encode() for f in FEATURES) + b"\n1,2\n", "csv[0]: 2 values for 5 columns"),
         (b"\xff\xfe", "not UTF-8"),
         (b"", "empty"),
