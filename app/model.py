@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.arrays import Rows as Rows
@@ -32,9 +32,10 @@ class Champion:
     scoring: str = "numpy"
     """Which path :attr:`predict` takes: ``linear``, ``forest``, ``numpy`` or ``dataframe``."""
     load_seconds: float = 0.0
-
-    def with_load_seconds(self, seconds: float) -> Champion:
-        return replace(self, load_seconds=seconds)
+    classes: tuple[Any, ...] = (0, 1)
+    """The estimator's ``classes_`` (what ``predict`` answers), as JSON-ready values."""
+    pyfunc_predict_fn: str = "predict"
+    """The method MLflow's pyfunc flavor calls (``pyfunc_predict_fn`` when it was logged)."""
 
 
 def champion_from_estimator(

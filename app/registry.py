@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,8 +138,13 @@ def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Ch
         )
         if fetched.input_example is not None:
             check_prediction(champion, example_rows(fetched.input_example))
-    seconds = fetched.fetch_seconds + time.perf_counter() - started
-    return champion.with_load_seconds(seconds)
+    classes = getattr(fetched.estimator, "classes_", None)
+    return replace(
+        champion,
+        load_seconds=fetched.fetch_seconds + time.perf_counter() - started,
+        classes=(0, 1) if classes is None else tuple(np.asarray(classes).tolist()),
+        pyfunc_predict_fn=fetched.pyfunc_predict_fn,
+    )
 
 
 def load_champion(settings: Settings) -> Champion:
