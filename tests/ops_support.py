@@ -359,7 +359,8 @@ class MlflowServer:
         wait_for(self.answers, START_SECONDS)
 
     def answers(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, "mlflow server exited"
+        assert self.process is not None
+        assert self.process.poll() is None, "mlflow server exited"
         try:
             return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
         except httpx.TransportError:

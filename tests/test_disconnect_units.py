@@ -23,7 +23,7 @@ BATCH = json.dumps({"instances": [VALID] * 3}).encode()
 async def hang_up(path: str, query: bytes, body: bytes, model: FakeModel) -> list[dict[str, Any]]:
     """POST half of ``body`` and disconnect; return what the app sent."""
     app = create_app(Settings(), loader=lambda _: champion(model))
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
         {"type": "http.disconnect"},
     ]

@@ -7,6 +7,7 @@ A client that closes its connection before its body is complete is counted and l
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -96,6 +97,10 @@ def access_lines(server: Server, prefix: str) -> list[dict[str, Any]]:
     return [line for line in lines if str(line.get("request_id", "")).startswith(prefix)]
 
 
+def logged(server: Server, prefix: str, count: int) -> bool:
+    return len(access_lines(server, prefix)) == count
+
+
 def error_lines(server: Server) -> list[str]:
     return [text for text in server.log_text().splitlines() if '"level":"error"' in text]
 
@@ -180,7 +185,7 @@ def test_a_hang_up_while_its_batch_is_scored_does_not_disturb_the_requests_score
         wait_for(lambda: len(outcomes) >= 200, 30, server)
         for index in range(50):  # one at a time: 50 queued 1000-row batches would be overload
             hang_up(index)
-            wait_for(lambda: len(access_lines(server, "gone-")) == index + 1, 30, server)
+            wait_for(functools.partial(logged, server, "gone-", index + 1), 30, server)
         answered = len(outcomes)
         wait_for(lambda: len(outcomes) >= answered + 200, 30, server)
         stop.set()
