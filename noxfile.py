@@ -56,13 +56,26 @@ def train(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def perf(session: nox.Session) -> None:
     """Benchmark churn-api against its FastAPI twin with wrk (-- --short: CI smoke, < 1 min)."""
-    if shutil.which("wrk") is None:
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            session.error("perf needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk)")
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    need_wrk(session)
     sync(session, "perf")
     session.run("python", "perf/bench.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """Steady load at ~60 % of the maximum with a hot-swap a minute (-- --minutes N, default 10)."""
+    need_wrk(session)
+    sync(session, "perf")
+    session.run("python", "perf/soak.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+def need_wrk(session: nox.Session) -> None:
+    """wrk from apt-get when it is missing (as root), else a message saying how to install it."""
+    if shutil.which("wrk") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            session.error(f"{session.name} needs wrk: install it (apt-get install -y wrk)")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
 
 
 @nox.session(python=PYTHON, default=False)
