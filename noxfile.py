@@ -29,6 +29,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """schemathesis over every operation of the OpenAPI document, >= 1,000 requests (real server)."""
+    sync(session, "test")
+    examples = os.environ.get("FUZZ_EXAMPLES", "300")
+    session.run(
+        "pytest", "tests/test_ops_server.py", "-k", "schemathesis", "-s", *session.posargs,
+        env={"FUZZ_EXAMPLES": examples},
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check and mypy --strict."""
