@@ -107,7 +107,8 @@ class RegistryHealth:
             try:
                 fd = os.open(self._outage, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                if _marker(self._outage)[0] == os.getppid():
+                owner = _marker(self._outage)[0]
+                if owner is None or owner == os.getppid():  # ours, or being written right now
                     return False
                 with contextlib.suppress(OSError):
                     self._outage.unlink()
