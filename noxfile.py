@@ -31,7 +31,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def fuzz(session: nox.Session) -> None:
-    """schemathesis over every operation of the OpenAPI document, >= 1,000 requests (real server)."""
+    """schemathesis over every operation of the OpenAPI document: >= 1,000 requests, real server."""
     sync(session, "test")
     examples = os.environ.get("FUZZ_EXAMPLES", "300")
     session.run(

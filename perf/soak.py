@@ -129,7 +129,7 @@ def calibrate(server: bench.Server) -> dict[str, Any]:
         "batch": bench.drive(server, mode, "/predict/batch", BODIES["batch"], 4),
     }
     targets = {name: SHARES[name] * maxima[name]["rps"] for name in SHARES}
-    connections = {name: 1 for name in SHARES}
+    connections = dict.fromkeys(SHARES, 1)
     trial: dict[str, Any] = {}
     for _ in range(2):  # guess from the pause alone, then correct once by the measured rate
         for name, target in targets.items():
@@ -164,6 +164,7 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
     started = time.monotonic()
     for minute in range(minutes):
         begun = time.monotonic()
+        cpu = (bench.busy_cpu_seconds(), server.cpu_seconds())
         running = {
             name: paced(server.port, name, calibration["connections"][name], MINUTE)
             for name in SHARES
@@ -179,14 +180,27 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
                 done = _wait(lambda: serving(server.port, version) == 2, SAMPLE_SECONDS - 1)  # noqa: B023
                 swap = {"version": version, "done": done, "seconds": time.monotonic() - moved}
         result = {name: finish(process) for name, process in running.items()}
-        runs.append({"minute": minute + 1, **result, "swap": swap})
+        wall = time.monotonic() - begun
+        server_cores = (server.cpu_seconds() - cpu[1]) / wall
+        busy_cores = (bench.busy_cpu_seconds() - cpu[0]) / wall
+        runs.append(
+            {
+                "minute": minute + 1,
+                **result,
+                "swap": swap,
+                "server_cpu_cores": server_cores,
+                "machine_busy_cores": busy_cores,  # includes wrk and other users of the machine
+            }
+        )
+        swapped = f"in {swap['seconds']:.1f}s" if swap["done"] else "NOT DONE"
         print(
             f"minute {minute + 1}: /predict {result['predict']['rps']:,.0f} req/s p99"
             f" {result['predict']['latency_ms']['p99']:.1f} ms, batch {result['batch']['rps']:.1f}"
             f" req/s p99 {result['batch']['latency_ms']['p99']:.1f} ms, errors"
             f" {result['predict']['errors'] + result['batch']['errors']}, swap to"
-            f" v{swap['version']} {'in %.1fs' % swap['seconds'] if swap['done'] else 'NOT DONE'},"
-            f" PSS {samples[-1]['pss_mib']:.0f} MiB",
+            f" v{swap['version']} {swapped},"
+            f" PSS {samples[-1]['pss_mib']:.0f} MiB, CPU server {server_cores:.2f} of"
+            f" {busy_cores:.2f} busy cores",
             flush=True,
         )
     samples.append({"t": time.monotonic() - started, **_totals(memory(server.pids()))})
@@ -291,10 +305,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
     check = result["verdict"]
+    load = _mean(check["load_fraction_of_max_per_minute"])
     figure.suptitle(
         f"soak: {len(runs)} min, 2 workers, {check['requests']:,} requests, {check['failed']}"
-        f" failed, {check['swaps']} swaps, load {_mean(check['load_fraction_of_max_per_minute']):.0%}"
-        " of max",
+        f" failed, {check['swaps']} swaps, load {load:.0%} of max",
         fontsize=9,
     )
     figure.tight_layout()
