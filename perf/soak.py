@@ -4,7 +4,8 @@
    ``perf/results/tmp/soak-registry`` and starts ``churn-api serve`` (2 workers) on it.
 2. Measures the maximum with wrk (``/predict`` at 32 connections, 1000-row batches at 4), then
    paces two wrk processes (``perf/wrk/paced.lua``: a fixed pause before each request) to about
-   45 % of the ``/predict`` maximum plus 15 % of the batch maximum: 60 % of capacity in all.
+   45 % of the ``/predict`` maximum plus 15 % of the batch maximum: 60 % of capacity in all
+   (after each minute the connections are corrected by the rate that minute reached, at most 2x).
 3. Every minute: one wrk run per path (latency and rate of that minute), the alias moved to the
    other version at the half minute (the workers poll every 5 s and swap), and the RSS and PSS of
    every server process sampled every 10 s from ``/proc/PID/smaps_rollup``.
@@ -36,7 +37,8 @@ PACED = bench.PERF / "wrk" / "paced.lua"
 BODIES = {"predict": bench.PAYLOADS / "predict.json", "batch": bench.PAYLOADS / "batch-1000.json"}
 PATHS = {"predict": "/predict", "batch": "/predict/batch"}
 SHARES = {"predict": 0.45, "batch": 0.15}  # of each path's own maximum: 60 % in all
-PAUSE_MS = {"predict": 4, "batch": 25}
+# A long pause and many connections: the rate depends little on the latency of the moment.
+PAUSE_MS = {"predict": 20, "batch": 50}
 SAMPLE_SECONDS = 10
 MINUTE = 60
 LIMITS = {"memory_growth": 0.05, "p99_ratio": 1.5}
@@ -161,14 +163,12 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
     print(f"calibration: {json.dumps(calibration['max'])} -> {calibration['connections']}")
     samples: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    connections = dict(calibration["connections"])
     started = time.monotonic()
     for minute in range(minutes):
         begun = time.monotonic()
         cpu = (bench.busy_cpu_seconds(), server.cpu_seconds())
-        running = {
-            name: paced(server.port, name, calibration["connections"][name], MINUTE)
-            for name in SHARES
-        }
+        running = {name: paced(server.port, name, connections[name], MINUTE) for name in SHARES}
         swap: dict[str, Any] = {}
         for tick in range(MINUTE // SAMPLE_SECONDS):
             _sleep_until(begun + tick * SAMPLE_SECONDS)
@@ -190,8 +190,14 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
                 "swap": swap,
                 "server_cpu_cores": server_cores,
                 "machine_busy_cores": busy_cores,  # includes wrk and other users of the machine
+                "connections": dict(connections),
             }
         )
+        # Hold the offered rate: correct the next minute's connections (at most 2x either way).
+        for name, target in calibration["targets_rps"].items():
+            wanted = connections[name] * target / max(result[name]["rps"], 1.0)
+            limit = calibration["connections"][name]
+            connections[name] = max(1, min(round(wanted), 2 * limit, 2 * connections[name]))
         swapped = f"in {swap['seconds']:.1f}s" if swap["done"] else "NOT DONE"
         print(
             f"minute {minute + 1}: /predict {result['predict']['rps']:,.0f} req/s p99"
