@@ -4,8 +4,9 @@
    ``perf/results/tmp/soak-registry`` and starts ``churn-api serve`` (2 workers) on it.
 2. Measures the maximum with wrk (``/predict`` at 32 connections, 1000-row batches at 4), then
    paces two wrk processes (``perf/wrk/paced.lua``: a fixed pause before each request) to about
-   45 % of the ``/predict`` maximum plus 15 % of the batch maximum: 60 % of capacity in all
-   (after each minute the connections are corrected by the rate that minute reached, at most 2x).
+   45 % of the ``/predict`` maximum plus 15 % of the batch maximum: 60 % of capacity in all.
+   The connections stay fixed for the run (a steady offered load; a controller that added
+   connections whenever the machine got slower would raise latency by itself).
 3. Every minute: one wrk run per path (latency and rate of that minute), the alias moved to the
    other version at the half minute (the workers poll every 5 s and swap), and the RSS and PSS of
    every server process sampled every 10 s from ``/proc/PID/smaps_rollup``.
@@ -199,11 +200,6 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
                 "connections": dict(connections),
             }
         )
-        # Hold the offered rate: correct the next minute's connections (at most 2x either way).
-        for name, target in calibration["targets_rps"].items():
-            wanted = connections[name] * target / max(result[name]["rps"], 1.0)
-            limit = calibration["connections"][name]
-            connections[name] = max(1, min(round(wanted), 2 * limit, 2 * connections[name]))
         swapped = f"in {swap['seconds']:.1f}s" if swap["done"] else "NOT DONE"
         print(
             f"minute {minute + 1}: /predict {result['predict']['rps']:,.0f} req/s p99"
