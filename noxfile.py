@@ -29,6 +29,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """schemathesis over every operation of the OpenAPI document: >= 1,000 requests, real server."""
+    sync(session, "test")
+    examples = os.environ.get("FUZZ_EXAMPLES", "300")
+    session.run(
+        "pytest", "tests/test_ops_server.py", "-k", "schemathesis", "-s", *session.posargs,
+        env={"FUZZ_EXAMPLES": examples},
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check and mypy --strict."""
@@ -56,13 +67,26 @@ def train(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def perf(session: nox.Session) -> None:
     """Benchmark churn-api against its FastAPI twin with wrk (-- --short: CI smoke, < 1 min)."""
-    if shutil.which("wrk") is None:
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            session.error("perf needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk)")
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    need_wrk(session)
     sync(session, "perf")
     session.run("python", "perf/bench.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """Steady load at ~60 % of the maximum with a hot-swap a minute (-- --minutes N, default 10)."""
+    need_wrk(session)
+    sync(session, "perf")
+    session.run("python", "perf/soak.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+def need_wrk(session: nox.Session) -> None:
+    """wrk from apt-get when it is missing (as root), else a message saying how to install it."""
+    if shutil.which("wrk") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            session.error(f"{session.name} needs wrk: install it (apt-get install -y wrk)")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
 
 
 @nox.session(python=PYTHON, default=False)

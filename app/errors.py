@@ -99,6 +99,18 @@ class ProtocolMediaType(ProtocolError):
     error_code = "BAD_REQUEST"
 
 
+class ClientDisconnected(ServiceError):
+    """The client went away before its request was complete: nobody is left to answer.
+
+    Raised by the request layer (:class:`app.observability.RequestObserver`) when the server reports
+    the disconnect, so every front end stops reading at once; counted and logged as 499 (nginx's
+    code for a client that closed the request), never as a server error.
+    """
+
+    status_code = 499
+    detail = "Client closed the request"
+
+
 class StartupError(Exception):
     """The service cannot start: a bad setting or a champion that cannot be loaded."""
 

@@ -7,6 +7,9 @@ sees every answer: 404s, 413s and the 500s the error map produced. Per request i
 * times the request and counts it in :data:`app.metrics.TALLY` by route template and status;
 * writes one JSON access line to stderr (``ACCESS_LOG``), with the model version that answered
   (the lines of one event-loop turn in one ``write``);
+* ends a request whose client went away before its body was complete: ``receive`` raises
+  :class:`app.errors.ClientDisconnected` (a 499 in the error map, never logged as an error), so
+  no front end sees a half-read body and the model never runs for it;
 * answers ``503`` with ``Retry-After`` if the request has not started its response within
   ``REQUEST_TIMEOUT_SECONDS`` (one watchdog task per worker checks deadlines, so a request pays for
   no timer of its own).
@@ -35,6 +38,7 @@ from typing import Any, Final
 
 import msgspec
 
+from app.errors import ClientDisconnected
 from app.metrics import TALLY, UNMATCHED_ROUTE, Tally
 
 # Plain ASGI types (Litestar's TypedDicts do not allow the extra scope key this layer adds).
@@ -173,11 +177,26 @@ class RequestObserver:
                     message["headers"] = [*(headers or ()), (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
+        disconnected = False
+
+        async def receive_or_raise() -> Message:
+            # A client gone before its body is complete ends the request here, for every front
+            # end: the error map answers 499 (to nobody) instead of a 500 for a half-read body.
+            nonlocal disconnected
+            if not disconnected:
+                message = await receive()
+                if message["type"] != "http.disconnect":
+                    return message
+                disconnected = True
+            raise ClientDisconnected()
+
         task = asyncio.current_task() if self._timeout > 0 else None
         if task is not None:
             self._deadlines[task] = started + self._timeout
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_or_raise, send_with_id)
+        except ClientDisconnected:  # a front end that let it through: the client's, not ours
+            status = 499
         except asyncio.CancelledError:
             if task is None or task not in self._expired:
                 if not response_started:

@@ -9,7 +9,8 @@ started with.
 
 A version that fails to load or to pass the checks is logged, counted
 (``churn_model_reloads_total{outcome="failed"}``) and not retried until the alias moves again or an
-operator asks; the old model keeps serving.
+operator asks; the old model keeps serving. A poll the registry does not answer is counted and
+logged by :class:`app.registry_health.RegistryHealth` (once per outage, not per poll).
 
 ``POST /admin/reload`` (:mod:`app.admin`) runs the same check at once in the worker that received it
 and touches a trigger file in the server's shared metrics directory; the other workers look at that
@@ -30,6 +31,7 @@ import msgspec
 
 from app import metrics, registry
 from app.model import Champion
+from app.registry_health import RegistryHealth
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -103,6 +105,9 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._rejected: str | None = None
         self._trigger_seen = _mtime(trigger)
+        self.health = RegistryHealth.for_server()
+        if service.model is not None:
+            self.health.loaded()
 
     @property
     def settings(self) -> Settings:
@@ -119,10 +124,15 @@ class Reloader:
     async def _check(self, force: bool) -> ReloadResult:
         served = self.service.model
         previous = served.version if served is not None else None
+        asked_at = time.time()
         try:
             version = await asyncio.to_thread(self.source.current_version, self.settings)
         except Exception as exc:  # noqa: BLE001 - any registry failure: keep serving, say why
-            return self._failed(previous, None, f"cannot resolve the alias: {_reason(exc)}")
+            # Counted and logged once per outage by RegistryHealth, not as a failed reload.
+            self.health.failed(previous, _reason(exc), asked_at)
+            detail = f"cannot resolve the alias: {_reason(exc)}"
+            return ReloadResult("failed", previous, detail=detail)
+        self.health.answered(previous)
         if version == previous:
             return ReloadResult("unchanged", version)
         if version == self._rejected and not force:

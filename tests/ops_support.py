@@ -334,3 +334,71 @@ def server_for(uri: str, workdir: Path, **variables: str) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 (SQLite backend and artifacts in ``workdir``, artifacts
+    served), in its own session; stopped and started again on the same port by the tests."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("mlflow")), "server",
+            "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+            "--artifacts-destination", str(self.workdir / "artifacts"), "--serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        with (self.workdir / "mlflow-server.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(self.answers, START_SECONDS)
+
+    def answers(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, "mlflow server exited"
+        try:
+            return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: server and workers
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self.process = None
+
+
+def train_versions(uri: str, workdir: Path) -> tuple[str, str]:
+    """Register two versions of the real pipeline; the first is the champion."""
+    from app.train import Generation, train_and_register
+
+    previous = Path.cwd()
+    os.chdir(workdir)
+    inference_timeout = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
+    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"  # seconds MLflow spends on pip
+    try:
+        first = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
+        second = train_and_register(
+            uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
+        ).version
+    finally:
+        os.chdir(previous)
+        if inference_timeout is None:
+            del os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"]
+        else:
+            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
+    return first, second

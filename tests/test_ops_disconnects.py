@@ -1,0 +1,224 @@
+"""Clients that hang up, on the real server (granian, 2 workers): the client's 499, never a 5xx.
+
+A client that closes its connection before its body is complete is counted and logged once as
+499 (info, no traceback); the model never runs for it; clients around it are not disturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ops_support import (
+    CUSTOMER,
+    OpsRegistry,
+    Server,
+    ops_registry,
+    scrape,
+    start_server,
+    total,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+BATCH = {"instances": [CUSTOMER, {**CUSTOMER, "tenure_months": 0, "total_charges": 0.0}] * 500}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> OpsRegistry:
+    return ops_registry(tmp_path_factory.mktemp("ops-registry"))
+
+
+@pytest.fixture(scope="module")
+def server(registry: OpsRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("disconnects")
+    started = start_server(registry.copy(workdir), workdir)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def half_sent(
+    server: Server, index: int, *, chunked: bool = False, prefix: str = "hangup"
+) -> socket.socket:
+    """A connection that sent its headers and half its body, and then nothing."""
+    path = "/predict/batch" if index % 2 else "/predict"
+    body = json.dumps(BATCH if index % 2 else CUSTOMER).encode()
+    half = body[: len(body) // 2]
+    host, port = server.base_url.removeprefix("http://").split(":")
+    framing = (
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(half), half)
+        if chunked
+        else b"Content-Length: %d\r\n\r\n%s" % (len(body), half)
+    )
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"X-Request-ID: {prefix}-{index}\r\n"
+    ).encode()
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head + framing)
+    return sock
+
+
+def read_by_server(server: Server, sockets: list[socket.socket]) -> bool:
+    """Whether the server has read everything these connections sent (its receive queues empty).
+
+    From /proc/net/tcp: the server's end of each connection has local port = the server's port
+    and remote port = the client socket's port.
+    """
+    port = int(server.base_url.rsplit(":", 1)[1])
+    clients = {sock.getsockname()[1] for sock in sockets}
+    drained = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) != port:
+            continue
+        remote_port = int(remote.split(":")[1], 16)
+        if remote_port in clients and int(queues.split(":")[1], 16) == 0:
+            drained.add(remote_port)
+    return drained == clients
+
+
+def access_lines(server: Server, prefix: str) -> list[dict[str, Any]]:
+    lines = [json.loads(text) for text in server.log_text().splitlines() if text.startswith("{")]
+    return [line for line in lines if str(line.get("request_id", "")).startswith(prefix)]
+
+
+def logged(server: Server, prefix: str, count: int) -> bool:
+    return len(access_lines(server, prefix)) == count
+
+
+def error_lines(server: Server) -> list[str]:
+    return [text for text in server.log_text().splitlines() if '"level":"error"' in text]
+
+
+def status_total(server: Server, status: str) -> float:
+    return total(scrape(server.base_url), "churn_http_requests_total", status=status)
+
+
+def server_errors(server: Server) -> float:
+    return sum(
+        value
+        for labels, value in scrape(server.base_url).get("churn_http_requests_total", [])
+        if labels["status"].startswith("5")
+    )
+
+
+def scored_rows(server: Server) -> float:
+    return total(scrape(server.base_url), "churn_predictions_total")
+
+
+def test_200_clients_that_hang_up_mid_body_are_499s_not_server_errors(server: Server) -> None:
+    counted_before = status_total(server, "499")
+    rows_before = scored_rows(server)
+    sockets = [half_sent(server, index, chunked=index % 4 >= 2) for index in range(200)]
+    try:
+        wait_for(lambda: read_by_server(server, sockets), 30, server)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+    wait_for(lambda: len(access_lines(server, "hangup-")) == 200, 30, server)
+    lines = access_lines(server, "hangup-")
+    assert {line["status"] for line in lines} == {499}
+    assert {line["level"] for line in lines} == {"info"}
+    assert {line["request_id"] for line in lines} == {f"hangup-{i}" for i in range(200)}
+    assert error_lines(server) == []
+    assert "Traceback" not in server.log_text()
+    # Counted (after the workers' next flush) under 499 and never under 5xx; the model never ran.
+    wait_for(lambda: status_total(server, "499") - counted_before == 200, 10, server)
+    assert server_errors(server) == 0
+    assert scored_rows(server) == rows_before
+    # The workers go on answering.
+    response = httpx.post(f"{server.base_url}/predict", json=CUSTOMER, timeout=10)
+    assert response.status_code == 200
+
+
+def test_a_hang_up_while_its_batch_is_scored_does_not_disturb_the_requests_scored_with_it(
+    server: Server,
+) -> None:
+    neighbour = {"instances": [CUSTOMER] * 10}
+    expected_single = httpx.post(f"{server.base_url}/predict", json=CUSTOMER, timeout=10).json()
+    expected_batch = httpx.post(f"{server.base_url}/predict/batch", json=neighbour, timeout=10)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    full_batch = json.dumps(BATCH).encode()
+    stop = threading.Event()
+    outcomes: list[bool] = []
+
+    def neighbours(index: int) -> None:
+        path, body, expected = (
+            ("/predict", CUSTOMER, expected_single)
+            if index % 2
+            else ("/predict/batch", neighbour, expected_batch.json())
+        )
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                response = client.post(path, json=body)
+                outcomes.append(response.status_code == 200 and response.json() == expected)
+
+    def hang_up(index: int) -> None:
+        # The whole body, then gone before the answer: the batch is queued or being scored.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"X-Request-ID: gone-%d\r\nContent-Length: %d\r\n\r\n%s"
+                % (index, len(full_batch), full_batch)
+            )
+            sock.shutdown(socket.SHUT_RDWR)
+
+    with ThreadPoolExecutor(8) as pool:
+        running = [pool.submit(neighbours, index) for index in range(6)]
+        wait_for(lambda: len(outcomes) >= 200, 30, server)
+        for index in range(50):  # one at a time: 50 queued 1000-row batches would be overload
+            hang_up(index)
+            wait_for(functools.partial(logged, server, "gone-", index + 1), 30, server)
+        answered = len(outcomes)
+        wait_for(lambda: len(outcomes) >= answered + 200, 30, server)
+        stop.set()
+        for future in running:
+            future.result(timeout=60)
+
+    # Each hang-up is logged once: 499 when it was gone before its body was read in full,
+    # otherwise 200 (the answer was computed with its neighbours and had nowhere to go).
+    assert {line["status"] for line in access_lines(server, "gone-")} <= {200, 499}
+    assert all(outcomes), f"{outcomes.count(False)} of {len(outcomes)} neighbours disturbed"
+    assert error_lines(server) == []
+    assert server_errors(server) == 0
+
+
+def test_slow_clients_holding_half_sent_requests_do_not_delay_other_clients(
+    server: Server,
+) -> None:
+    sockets = [half_sent(server, index, prefix="slow") for index in range(400)]
+    try:
+        wait_for(lambda: read_by_server(server, sockets), 30, server)
+        latencies = []
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            for _ in range(50):
+                started = time.perf_counter()
+                response = client.post("/predict", json=CUSTOMER)
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+    print(f"50 requests beside 400 half-sent ones: max {max(latencies) * 1000:.1f} ms")
+    assert max(latencies) < 0.5
+    wait_for(lambda: len(access_lines(server, "slow-")) == 400, 30, server)
+    assert {line["status"] for line in access_lines(server, "slow-")} == {499}
+    assert error_lines(server) == []
