@@ -24,8 +24,6 @@ from typing import Final
 
 from prometheus_client import Counter, Gauge
 
-from app import metrics
-
 log = logging.getLogger("churn_api")
 
 OUTAGE_NAME: Final = "registry-outage"
@@ -51,10 +49,6 @@ class RegistryHealth:
         self._outage = shared / OUTAGE_NAME if shared else None
         self._answered = shared / ANSWERED_NAME if shared else None
         self._down_since: float | None = None  # without a shared directory
-
-    @classmethod
-    def for_server(cls) -> RegistryHealth:
-        return cls(metrics.multiprocess_dir())
 
     def loaded(self) -> None:
         """The champion was just loaded from the registry: it answered."""

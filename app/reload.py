@@ -105,7 +105,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._rejected: str | None = None
         self._trigger_seen = _mtime(trigger)
-        self.health = RegistryHealth.for_server()
+        self.health = RegistryHealth(service.settings.metrics_dir)
         if service.model is not None:
             self.health.loaded()
 
