@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("churn_api")
 
 
+REQUEST_ID_KEY: Final = "churn_api.request_id"
+"""Scope key holding the request's id (set by :mod:`app.observability`, read by the log lines)."""
+
+
 class ServiceError(Exception):
     """Base of every error the service raises on purpose."""
 
@@ -224,8 +228,6 @@ def _count_validation_failures(errors: list[FieldError]) -> None:
 
 
 def _request_id(request: Request[Any, Any, Any]) -> str | None:
-    from app.observability import REQUEST_ID_KEY
-
     found = request.scope.get(REQUEST_ID_KEY)
     return found if isinstance(found, str) else None
 

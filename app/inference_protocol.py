@@ -20,7 +20,13 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter
 
-from app.errors import ERROR_SHAPE, MalformedRequest, ProtocolMediaType, UnknownModel
+from app.errors import (
+    ERROR_SHAPE,
+    REQUEST_ID_KEY,
+    MalformedRequest,
+    ProtocolMediaType,
+    UnknownModel,
+)
 from app.inference_wire import (
     InferRequest,
     InferResponse,
@@ -33,7 +39,6 @@ from app.inference_wire import (
     request_decoder,
 )
 from app.model import Champion, Rows
-from app.observability import REQUEST_ID_KEY
 from app.schemas import FEATURES, InferenceErrorBody, encoder
 from app.service import Scored, Service, labels_at, score
 from app.tensors import JSON_ONLY, outputs, request_rows

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import msgspec
 
-from app.errors import ClientDisconnected
+from app.errors import REQUEST_ID_KEY, ClientDisconnected
 from app.metrics import TALLY, UNMATCHED_ROUTE, Tally
 
 # Plain ASGI types (Litestar's TypedDicts do not allow the extra scope key this layer adds).
@@ -49,8 +49,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
-REQUEST_ID_KEY: Final = "churn_api.request_id"
-"""Scope key holding the request's id (for the error handlers' log lines)."""
 MAX_REQUEST_ID_CHARS: Final = 128
 _VALID_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 _MAX_LOGGED_PATH: Final = 256
