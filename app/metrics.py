@@ -34,6 +34,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.drift import DRIFT
 from app.schemas import FEATURES, FieldError
 
 FLUSH_SECONDS: Final = 1.0
@@ -174,6 +175,7 @@ class Tally:
             PREDICTIONS.labels("false").inc(negative)
         if positive:
             PREDICTIONS.labels("true").inc(positive)
+        DRIFT.flush()
 
 
 def _add_histogram(histogram: Histogram, counts: Sequence[int], total: float) -> None:

@@ -12,13 +12,15 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from app import drift
 from app.errors import StartupError
+from app.profile import Profile
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -60,6 +62,8 @@ class Champion:
     """P(churn) for each row of a float64 array whose columns are :data:`FEATURES`."""
     fast_path: bool = True
     load_seconds: float = 0.0
+    profile: Profile | None = field(default=None, repr=False)
+    """The version's reference profile (app.profile); None: no drift metrics."""
 
 
 def load_champion(settings: Settings) -> Champion:
@@ -82,7 +86,8 @@ def load_champion(settings: Settings) -> Champion:
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StartupError(f"cannot load {where}: {reason}") from exc
-    return registered_champion(estimator, settings, version, started)
+    champion = registered_champion(estimator, settings, version, started)
+    return replace(champion, profile=drift.attach(settings, champion.run_id, champion.version))
 
 
 def registered_champion(

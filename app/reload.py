@@ -24,13 +24,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 import numpy as np
 
-from app import metrics
+from app import drift, metrics
 from app.model import Champion, Rows, registered_champion
 from app.schemas import FEATURES
 from app.settings import Settings
@@ -95,7 +96,7 @@ class RegistrySource:
         champion = registered_champion(estimator, settings, found, started)
         if example is not None:
             check_prediction(champion, example_rows(example))
-        return champion
+        return replace(champion, profile=drift.attach(settings, champion.run_id, version))
 
 
 class LoaderSource:

@@ -92,6 +92,10 @@ class ModelInfo(msgspec.Struct, frozen=True):
     run_id: str
     threshold: float
     features: list[str]
+    drift_monitoring: Annotated[
+        bool,
+        Meta(description="Whether scored rows are counted for drift (the version has a profile)."),
+    ] = False
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """MAX_QUEUED_ROWS: rows a worker may hold waiting or being scored; beyond it 503 at once."""
     request_timeout_seconds: float = 10.0
     """REQUEST_TIMEOUT_SECONDS: a request not answering by then gets 503 at once; 0 turns it off."""
+    drift_metrics: bool = True
+    """DRIFT_METRICS: count scored rows per reference bin of each feature (app.drift)."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             request_timeout_seconds=reader.number(
                 "REQUEST_TIMEOUT_SECONDS", 10.0, low=0.0, high=3600.0
             ),
+            drift_metrics=reader.flag("DRIFT_METRICS", True),
         )
 
 

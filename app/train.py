@@ -16,7 +16,9 @@ documented generative process over the five contract features:
 The model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with the
 contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged with a
 signature and an input example, registered as a new version, and (unless told not to) made the
-champion.
+champion. The run also gets the reference profile ``reference_profile.json`` (training data per
+decile bin of each feature, holdout P(churn) distribution; :mod:`app.profile`) that the service's
+drift metrics compare scored rows with.
 
 The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
 imports every scikit-learn estimator module (skops builds its list of trusted types from them),
@@ -36,6 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.metrics import PROBABILITY_BUCKETS
+from app.profile import PROFILE_FILE, Profile
+from app.profile import build as build_profile
 from app.schemas import FEATURES
 
 if TYPE_CHECKING:
@@ -90,8 +95,9 @@ def synthesize(generation: Generation) -> tuple[pd.DataFrame, np.ndarray[Any, np
     return frame, churn
 
 
-def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame]:
-    """Fit the pipeline; returns it, its holdout ROC AUC, and a few rows as input example."""
+def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame, Profile]:
+    """Fit the pipeline; returns it, its holdout ROC AUC, a few rows as input example, and the
+    reference profile (training bins, holdout P(churn) distribution: :mod:`app.profile`)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -110,8 +116,10 @@ def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame]:
         [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
     )
     pipeline.fit(x_train, y_train)
-    auc = float(roc_auc_score(y_test, pipeline.predict_proba(x_test)[:, 1]))
-    return pipeline, auc, x_test.head(5)
+    holdout = pipeline.predict_proba(x_test)[:, 1]
+    auc = float(roc_auc_score(y_test, holdout))
+    profile = build_profile(x_train.to_numpy(dtype=np.float64), holdout, PROBABILITY_BUCKETS)
+    return pipeline, auc, x_test.head(5), profile
 
 
 def train_and_register(
@@ -128,13 +136,14 @@ def train_and_register(
     from mlflow.models import infer_signature
 
     generation = generation or Generation()
-    pipeline, auc, example = fit(generation)
+    pipeline, auc, example, profile = fit(generation)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment("churn")
     with mlflow.start_run() as run:
         mlflow.log_params(asdict(generation))
         mlflow.log_metric("roc_auc", auc)
+        mlflow.log_text(profile.encode().decode(), PROFILE_FILE)
         signature = infer_signature(example, pipeline.predict_proba(example))
         info = mlflow.sklearn.log_model(
             pipeline,

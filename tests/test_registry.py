@@ -55,6 +55,7 @@ def test_champion_is_loaded_by_alias_and_reported(registry: Registry, served: Cl
         "run_id": registry.run_id,
         "threshold": 0.5,
         "features": list(FEATURES),
+        "drift_monitoring": True,  # churn-api train logs a reference profile with the model
     }
     assert served.get("/health").json() == {"status": "ok"}
     assert served.post("/predict", json=CUSTOMERS[0]).json()["model_version"] == registry.version
