@@ -97,6 +97,8 @@ MODEL_RELOADS: Final = Counter(
     "Champion reload attempts that found a new version: swapped in, or failed (old model kept).",
     ["outcome"],
 )
+for _outcome in ("swapped", "failed"):  # both from 0, so increase() also sees the first failure
+    MODEL_RELOADS.labels(_outcome)
 
 _KNOWN_FIELDS: Final = frozenset({*FEATURES, "body", "query", "instances", "threshold"})
 _BATCH_INDEX: Final = re.compile(r"^instances\[\d+\]\.")
