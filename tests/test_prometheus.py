@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import Registry
 from ops_support import Server, free_port, start_server, wait_for
+from support import payloads, training_like
 
 from app.schemas import FEATURES
 
@@ -265,34 +266,13 @@ def ready(prometheus: Prometheus) -> bool:
     return httpx.get(f"{prometheus.base_url}/-/ready", timeout=2).status_code == 200
 
 
-def customers(rows: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "tenure_months": int(row[0]),
-            "monthly_charges": float(row[1]),
-            "total_charges": float(row[2]),
-            "num_support_tickets": int(row[3]),
-            "is_month_to_month": bool(row[4]),
-        }
-        for row in rows
-    ]
-
-
-def training_like(samples: int, seed: int) -> np.ndarray[Any, Any]:
-    """Customers drawn from the generative process the champion was trained on (another seed)."""
-    from app.train import Generation, synthesize
-
-    frame, _ = synthesize(Generation(samples=samples, seed=seed))
-    return frame.to_numpy(dtype=np.float64)
-
-
 def send(server: Server, rows: np.ndarray[Any, Any], singles: int = 0) -> None:
     """The first ``singles`` rows one by one to /predict, the rest in batches of 1000."""
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
-        for customer in customers(rows[:singles]):
+        for customer in payloads(rows[:singles]):
             assert client.post("/predict", json=customer).status_code == 200
         for start in range(singles, len(rows), 1000):
-            batch = {"instances": customers(rows[start : start + 1000])}
+            batch = {"instances": payloads(rows[start : start + 1000])}
             assert client.post("/predict/batch", json=batch).status_code == 200
 
 
