@@ -147,8 +147,8 @@ class DriftTally:
 
 
 def _le(bound: float) -> str:
-    """A bucket bound written as prometheus_client writes a histogram's ``le`` (``0.05``, ``1.0``)."""
-    return floatToGoString(bound)
+    """A bound written as prometheus_client writes a histogram's ``le`` (``0.05``, ``1.0``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 DRIFT: Final = DriftTally()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -68,12 +69,13 @@ class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"not a {FORMAT} version 1 file")
         if tuple(f.name for f in self.features) != FEATURES:
             raise ValueError(f"features are not {list(FEATURES)}")
-        for bins in [*self.features, self.probability]:
-            cuts = bins.edges if isinstance(bins, FeatureBins) else bins.bounds
-            if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+        lists = [(f.edges, f.shares, len(f.edges) + 1) for f in self.features]
+        probability = self.probability
+        lists.append((probability.bounds, probability.shares, len(probability.bounds)))
+        for cuts, listed, expected in lists:
+            if any(b <= a for a, b in pairwise(cuts)):
                 raise ValueError("bin edges must increase strictly")
-            expected = len(cuts) + 1 if isinstance(bins, FeatureBins) else len(cuts)
-            shares = np.asarray(bins.shares)
+            shares = np.asarray(listed)
             if len(shares) != expected or (shares < 0).any() or abs(shares.sum() - 1) > 1e-6:
                 raise ValueError("each share list must have one share per bin, summing to 1")
 

@@ -161,7 +161,8 @@ class TestDriftTally:
         tally.rows(None, "none", training_like(10, seed=8))
         tally.flush()
 
-        assert REGISTRY.get_sample_value(ROWS, {"feature": FEATURES[0], "bin": "0", "version": "none"}) is None
+        labels = {"feature": FEATURES[0], "bin": "0", "version": "none"}
+        assert REGISTRY.get_sample_value(ROWS, labels) is None
 
 
 # --- with the real registry ----------------------------------------------------------------------

@@ -111,7 +111,8 @@ def test_the_kubernetes_scrape_job_reads_the_pod_annotations() -> None:
         "prometheus.io/path": "/metrics",
     }
     name = pod["metadata"]["labels"]["app.kubernetes.io/name"]
-    keep = next(s for s in job["relabel_configs"] if "app_kubernetes_io_name" in s["source_labels"][0])
+    steps = job["relabel_configs"]
+    keep = next(s for s in steps if "app_kubernetes_io_name" in s["source_labels"][0])
     assert keep["regex"] == name
 
 
@@ -184,7 +185,8 @@ class Prometheus:
         """An instant query's result; fails on an error (a bad expression among them)."""
         response = httpx.get(f"{self.base_url}/api/v1/query", params={"query": expr}, timeout=10)
         body = response.json()
-        assert response.status_code == 200 and body["status"] == "success", (expr, body)
+        assert response.status_code == 200, (expr, body)
+        assert body["status"] == "success", (expr, body)
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
@@ -284,7 +286,9 @@ def settled_psi(prometheus: Prometheus, rows: int) -> dict[str, float]:
         counts = prometheus.by_feature("sum by (feature) (churn_feature_bin_rows_total)")
         if counts != dict.fromkeys(FEATURES, float(rows)):
             return False
-        seen.append(float(prometheus.query("max(timestamp(churn_feature_bin_rows_total))")[0]["value"][1]))
+        seen.append(
+            float(prometheus.query("max(timestamp(churn_feature_bin_rows_total))")[0]["value"][1])
+        )
         return True
 
     wait_for(counted, WAIT_SECONDS)
@@ -303,8 +307,10 @@ def test_drift_shows_in_prometheus_and_fires_the_alert(
 ) -> None:
     # Every bin series exists at 0 before the first row (so rate() counts the first rows).
     wait_for(
-        lambda: prometheus.by_feature("count by (feature) (churn_feature_bin_rows_total)").keys()
-        == set(FEATURES),
+        lambda: (
+            prometheus.by_feature("count by (feature) (churn_feature_bin_rows_total)").keys()
+            == set(FEATURES)
+        ),
         WAIT_SECONDS,
     )
 
@@ -340,8 +346,10 @@ def test_drift_shows_in_prometheus_and_fires_the_alert(
     assert httpx.post(f"{served.base_url}/predict", json={}).status_code == 422
     assert httpx.get(f"{served.base_url}/nowhere").status_code == 404
     wait_for(
-        lambda: prometheus.query('churn_http_requests_total{status="422"}')
-        and prometheus.query('churn:http_requests:ratio_rate5m{status_class="4xx"}'),
+        lambda: (
+            prometheus.query('churn_http_requests_total{status="422"}')
+            and prometheus.query('churn:http_requests:ratio_rate5m{status_class="4xx"}')
+        ),
         WAIT_SECONDS,
     )
     empty = []
