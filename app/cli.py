@@ -13,10 +13,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.errors import StartupError
 from app.settings import Settings
+from app.train import KINDS
 
 log = logging.getLogger("churn_api")
 
@@ -48,6 +49,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         settings.model_alias,
         Generation(samples=args.samples, seed=args.seed),
         promote=not args.no_promote,
+        kind=args.model,
+        serialization=args.format,
     )
     promoted = f", alias {settings.model_alias} -> v{result.version}" if result.promoted else ""
     print(
@@ -58,12 +61,12 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
-    from app.model import load_champion
+    from app.registry import load_champion
 
     model = load_champion(settings)
     print(
         f"{model.name}@{model.alias} is version {model.version} (run {model.run_id}): "
-        "loads and passes the feature guard"
+        f"loads and passes the feature guard; scoring path {model.scoring}"
     )
     return 0
 
@@ -85,23 +88,43 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     ]  # fmt: skip
     # granian forks its workers from this process (the start method on Linux): whatever is loaded
     # here is loaded in every worker too, and shared with it until written to.
-    serve.main(options, before_workers=lambda: _preload(settings, check=not args.skip_check))
+    serve.main(
+        options,
+        before_workers=lambda cleanup: _preload(settings, cleanup, check=not args.skip_check),
+    )
     return 0
 
 
-def _preload(settings: Settings, *, check: bool) -> None:
-    """Check the champion and import the service in the server's main process, before the fork.
+def _preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> None:
+    """Fetch and check the champion and import the service in the server's main process.
 
-    Every worker still loads the champion in its own lifespan, but with everything imported that
-    takes milliseconds instead of seconds, and the workers share the imported modules' memory
-    with this process. No registry connection is pooled across the fork (SQLite connections must
-    not be shared by processes); an operator's own MLFLOW_SQLALCHEMYSTORE_POOLCLASS wins.
+    The champion is fetched from the registry once here (downloaded and deserialized, never run:
+    see :mod:`app.startup`) and checked in a forked child; the workers forked from this process
+    find it in memory, check it again in their lifespan (running it for the first time there) and
+    share the imported modules' memory with this process. No registry connection is pooled across
+    the fork (SQLite connections must not be shared by processes); an operator's own
+    MLFLOW_SQLALCHEMYSTORE_POOLCLASS wins. A watchdog thread then ends the server if a worker is
+    not ready within STARTUP_TIMEOUT_SECONDS.
     """
     import gc
 
+    from app import registry, startup
+    from app.metrics import multiprocess_dir
+
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    model = registry.describe(settings)
     if check:
-        _check(settings, argparse.Namespace())
+        try:
+            fetched, _ = registry.fetch_champion(settings)
+        except registry.RegistryError as exc:
+            raise StartupError(f"cannot load {model}: {exc}") from exc
+        scoring = startup.check_in_child(fetched, settings, settings.startup_timeout_seconds)
+        registry.preload(fetched, scoring)
+        model = f"{fetched.name} version {fetched.version}"
+        print(
+            f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
+            f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
+        )
     import app.main  # noqa: F401 - imported for the workers
 
     # The workers log JSON lines (app.observability); this process's plain handler stays here.
@@ -111,9 +134,12 @@ def _preload(settings: Settings, *, check: bool) -> None:
     gc.freeze()  # the collector leaves what exists now alone, so forked pages stay shared
     sys.stdout.flush()
     sys.stderr.flush()
+    directory = multiprocess_dir()
+    if directory:
+        startup.Watchdog(directory, settings.startup_timeout_seconds, model, cleanup).start()
 
 
-def preload_or_exit() -> None:
+def preload_or_exit(cleanup: Callable[[], None]) -> None:
     """``python -m app.serve`` (the container's command): the same checks as ``churn-api serve``.
 
     A bad setting or a champion that cannot be loaded is one ``churn-api: ...`` line on stderr and
@@ -123,20 +149,18 @@ def preload_or_exit() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        _preload(Settings.from_environ(), check=True)
+        _preload(Settings.from_environ(), cleanup, check=True)
     except StartupError as exc:
         print(f"churn-api: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
 def _champion_exists(settings: Settings) -> bool:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from app import registry
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
-        client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    except MlflowException:
+        registry.resolve(settings)
+    except registry.RegistryError:
         return False
     return True
 
@@ -148,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train on synthetic data, register, make champion")
     train.add_argument("--samples", type=int, default=20_000, help="customers to generate")
     train.add_argument("--seed", type=int, default=7, help="random seed of the generator")
+    train.add_argument(
+        "--model", choices=KINDS, default="lr", help="model kind (default lr, see app.train)"
+    )
+    train.add_argument(
+        "--format",
+        choices=("pickle", "skops"),
+        default="pickle",
+        help="MLflow serialization format (default pickle; skops is MLflow's default)",
+    )
     train.add_argument(
         "--no-promote", action="store_true", help="register without moving the alias"
     )

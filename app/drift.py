@@ -1,9 +1,10 @@
 """Feature drift counters: which reference bin each scored row's features fall in.
 
-When a worker loads a model version, :func:`attach` reads the version's reference profile
-(:mod:`app.profile`), exports its training shares as ``churn_feature_bin_reference_share`` and
-creates every ``churn_feature_bin_rows_total`` series of the version at 0 (so Prometheus sees each
-bin start from zero, and ``rate`` counts the first rows too). Every scored batch then goes through
+When a model version is fetched, :func:`reference` reads its reference profile
+(:mod:`app.profile`); once a process has checked it, :func:`attached` exports its training shares
+as ``churn_feature_bin_reference_share`` and creates every ``churn_feature_bin_rows_total`` series
+of the version at 0 (so Prometheus sees each bin start from zero, and ``rate`` counts the first
+rows too). Every scored batch then goes through
 :meth:`DriftTally.rows` (:func:`app.service.score`): on the event loop it only keeps a reference
 to the rows; at most every :data:`DRAIN_ROWS` rows, and before each flush, the kept rows are binned
 all at once (one ``np.searchsorted`` per feature, one ``np.bincount``) into per-bin counts, which
@@ -16,12 +17,14 @@ The population stability index is computed by Prometheus from these two series
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 from prometheus_client import Counter, Gauge
 from prometheus_client.utils import floatToGoString
 
+from app.model import Champion
 from app.profile import Profile, bin_index, read
 from app.schemas import FEATURES
 from app.settings import Settings
@@ -47,17 +50,25 @@ PROBABILITY_REFERENCE: Final = Gauge(
 )
 
 
-def attach(settings: Settings, run_id: str, version: str) -> Profile | None:
-    """The profile of a version being loaded, with its series exported; None without one.
+def reference(settings: Settings, run_id: str, version: str) -> Profile | None:
+    """The reference profile of a version being fetched (:func:`app.registry.fetch`), if any.
 
-    Called by both load paths (:func:`app.model.load_champion`, ``RegistrySource.load``).
+    None when it has none (logged once, see :func:`app.profile.read`) or ``DRIFT_METRICS=false``.
     """
     if not settings.drift_metrics:
         return None
-    profile = read(settings.tracking_uri, run_id, f"{settings.model_name} version {version}")
-    if profile is not None:
-        export(profile, version)
-    return profile
+    return read(settings.tracking_uri, run_id, f"{settings.model_name} version {version}")
+
+
+def attached(champion: Champion, profile: Profile | None) -> Champion:
+    """The checked champion with its profile, the profile's series exported in this process.
+
+    :func:`app.registry.check` calls it for startup, each worker and the hot-swap alike.
+    """
+    if profile is None:
+        return champion
+    export(profile, champion.version)
+    return replace(champion, profile=profile)
 
 
 def export(profile: Profile, version: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Protocol
 
@@ -35,14 +37,29 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
+HANDSHAKE_MIN_SECONDS: Final = 0.0005
+HANDSHAKE_MAX_SECONDS: Final = 0.005
 
 
 class MicroBatcher:
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_rows: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_rows: int,
+        threads: int = 1,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._max_rows = max_rows
+        self._threads = threads
+        self._on_call = on_call
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._arrived: list[_Item] = []
+        # The handshake (see _take_turns): set by the loop once the requests answered by the last
+        # call have been replaced by as many new ones; only the loop thread touches the counts.
+        self._refilled = threading.Event()
+        self._expected = 0
+        self._since_answer = 0
         self._thread = threading.Thread(target=self._run, name="churn-scorer", daemon=True)
         self._thread.start()
 
@@ -64,13 +81,16 @@ class MicroBatcher:
         arrived, self._arrived = self._arrived, []
         for item in arrived:
             self._queue.put(item)
+        self._since_answer += len(arrived)
+        if self._since_answer >= self._expected:
+            self._refilled.set()
 
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        prepare_inference_thread()
+        prepare_inference_thread(self._threads)
         carried: _Item | _Stop | None = None
         while True:
             first = carried if carried is not None else self._queue.get()
@@ -97,14 +117,42 @@ class MicroBatcher:
 
     def _score(self, model: Champion, batch: list[_Item]) -> None:
         futures = [future for _, _, future in batch]
+        started = time.perf_counter()
         try:
             rows = batch[0][1] if len(batch) == 1 else np.concatenate([r for _, r, _ in batch])
             scores = model.predict(rows)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
             self._loop.call_soon_threadsafe(_fail, futures, exc)
             return
+        seconds = time.perf_counter() - started
         bounds = np.cumsum([0, *(len(r) for _, r, _ in batch)]).tolist()
-        self._loop.call_soon_threadsafe(_resolve, futures, scores, bounds)
+        self._refilled.clear()
+        self._loop.call_soon_threadsafe(self._answer, futures, scores, bounds)
+        self._take_turns(seconds)
+
+    def _answer(
+        self, futures: list[asyncio.Future[Scores]], scores: Scores, bounds: list[int]
+    ) -> None:
+        """On the loop: resolve one call's requests and start counting the ones that follow."""
+        _resolve(futures, scores, bounds)
+        self._expected, self._since_answer = len(futures), 0
+        if self._on_call is not None:
+            self._on_call(bounds[-1])
+
+    def _take_turns(self, seconds: float) -> None:
+        """After a long call, let the loop take in the next requests before scoring again.
+
+        A model that holds the GIL for most of a call (tree ensembles, DataFrame pipelines) starves
+        the event loop of the same process: it gets the GIL back only at the interpreter's switch
+        interval, parses a request or two, and the next call starts with what little was queued.
+        So after a call longer than :data:`HANDSHAKE_MIN_SECONDS` the scoring thread waits (GIL
+        released) until the loop has answered that call and queued as many new requests as it
+        answered, or for half the call's duration (at most :data:`HANDSHAKE_MAX_SECONDS`),
+        whichever comes first. An idle worker is never delayed: a request that arrives during the
+        wait ends it, and a fast model never waits at all.
+        """
+        if seconds >= HANDSHAKE_MIN_SECONDS:
+            self._refilled.wait(min(seconds / 2, HANDSHAKE_MAX_SECONDS))
 
 
 def _resolve(futures: list[asyncio.Future[Scores]], scores: Scores, bounds: list[int]) -> None:
@@ -120,10 +168,15 @@ def _fail(futures: list[asyncio.Future[Scores]], exc: BaseException) -> None:
 
 
 class ThreadOffload:
-    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int = 2) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, threads: int = 2, model_threads: int = 1
+    ) -> None:
         self._loop = loop
         self._pool = ThreadPoolExecutor(
-            threads, thread_name_prefix="churn-scorer", initializer=prepare_inference_thread
+            threads,
+            thread_name_prefix="churn-scorer",
+            initializer=prepare_inference_thread,
+            initargs=(model_threads,),
         )
 
     async def score(self, model: Champion, rows: Rows) -> Scores:

@@ -20,12 +20,14 @@ from app.admission import Bounded
 from app.errors import EXCEPTION_HANDLERS
 from app.fastpath import FastPredict
 from app.inference import MicroBatcher, Scorer, ThreadOffload
-from app.model import Champion, load_champion
+from app.model import Champion
 from app.observability import AccessLog, RequestObserver, configure_logging
+from app.registry import load_champion
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
 from app.routes import ROUTES
 from app.service import Service
 from app.settings import Settings
+from app.startup import READY, forget, report
 
 log = logging.getLogger("churn_api")
 
@@ -44,11 +46,15 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         configure_logging()
         metrics.forget_dead_workers()
         loop = asyncio.get_running_loop()
+        directory = metrics.multiprocess_dir()
+        report(f"loading and checking {settings.model_name}@{settings.model_alias}", directory)
         model = loader(settings)  # before the worker takes traffic; failure stops the worker
         scorer: Scorer = Bounded(
-            MicroBatcher(loop, settings.max_batch_rows)
+            MicroBatcher(
+                loop, settings.max_batch_rows, settings.model_threads, metrics.TALLY.model_call
+            )
             if settings.micro_batching
-            else ThreadOffload(loop),
+            else ThreadOffload(loop, model_threads=settings.model_threads),
             settings.max_queued_rows,
         )
         service = app.state.service = Service(settings=settings, scorer=scorer, model=model)
@@ -60,12 +66,12 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         )
         if model is not None:
             log.info(
-                "serving %s version %s (alias %s, %.2fs to load, %s path)",
+                "serving %s version %s (alias %s, %.2fs to load, %s scoring path)",
                 model.name,
                 model.version,
                 model.alias,
                 model.load_seconds,
-                "numpy" if model.fast_path else "DataFrame",
+                model.scoring,
             )
             metrics.model_loaded(model.name, model.version, model.alias, model.load_seconds)
         background = [
@@ -75,9 +81,11 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         if settings.request_timeout_seconds > 0:
             interval = min(1.0, max(0.05, settings.request_timeout_seconds / 10))
             background.append(asyncio.create_task(observer.watch_deadlines(interval)))
+        report(READY, directory)
         try:
             yield
         finally:
+            forget(directory)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

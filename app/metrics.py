@@ -65,6 +65,11 @@ BATCH_SIZE: Final = Histogram(
     "Instances per POST /predict/batch request that was scored.",
     buckets=BATCH_BUCKETS,
 )
+MODEL_CALL_ROWS: Final = Histogram(
+    "churn_model_call_rows",
+    "Rows per model call of the scoring thread: how many requests each micro-batch took in.",
+    buckets=(*BATCH_BUCKETS, 2048),  # MAX_BATCH_ROWS' default
+)
 PREDICTIONS: Final = Counter(
     "churn_predictions_total",
     "Rows scored, by churn_label (true/false) at the threshold each request used.",
@@ -100,6 +105,7 @@ MODEL_RELOADS: Final = Counter(
 for _outcome in ("swapped", "failed"):  # both from 0, so increase() also sees the first failure
     MODEL_RELOADS.labels(_outcome)
 
+_CALL_BUCKETS: Final = (*BATCH_BUCKETS, 2048)
 _KNOWN_FIELDS: Final = frozenset({*FEATURES, "body", "query", "instances", "threshold"})
 _BATCH_INDEX: Final = re.compile(r"^instances\[\d+\]\.")
 
@@ -130,6 +136,7 @@ class Tally:
         self._probability = _Buckets(PROBABILITY_BUCKETS)
         self._labels = [0, 0]  # false, true
         self._batches = _Buckets(BATCH_BUCKETS)
+        self._calls = _Buckets(_CALL_BUCKETS)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -158,6 +165,10 @@ class Tally:
     def batch(self, size: int) -> None:
         self._batches.observe(BATCH_BUCKETS, size)
 
+    def model_call(self, rows: int) -> None:
+        """One model call of the scoring thread scored ``rows`` rows."""
+        self._calls.observe(_CALL_BUCKETS, rows)
+
     def flush(self) -> None:
         """Add everything counted since the last flush to the Prometheus values."""
         requests, self._requests = self._requests, {}
@@ -172,6 +183,9 @@ class Tally:
         batches, self._batches = self._batches, _Buckets(BATCH_BUCKETS)
         if any(batches.counts):
             batches.flush_into(BATCH_SIZE)
+        calls, self._calls = self._calls, _Buckets(_CALL_BUCKETS)
+        if any(calls.counts):
+            calls.flush_into(MODEL_CALL_ROWS)
         (negative, positive), self._labels = self._labels, [0, 0]
         if negative:
             PREDICTIONS.labels("false").inc(negative)

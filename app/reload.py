@@ -2,10 +2,10 @@
 
 Each worker runs one :class:`Reloader` task. Every ``MODEL_POLL_SECONDS`` it asks the registry which
 version the alias points at (off the event loop). When that differs from the version it serves, it
-loads the new version in a thread, checks it (the contract's feature guard and the probe rows of
-:func:`app.model.champion_from_estimator`, then one prediction on the input example logged with the
-model) and only then replaces ``service.model`` in one assignment. A handler takes ``service.model``
-once when its request starts, so requests in flight finish on the model they started with.
+fetches and checks the new version in a thread (the same checks as at startup, see
+:mod:`app.registry`) and only then replaces ``service.model`` in one assignment. A handler takes
+``service.model`` once when its request starts, so requests in flight finish on the model they
+started with.
 
 A version that fails to load or to pass the checks is logged, counted
 (``churn_model_reloads_total{outcome="failed"}``) and not retried until the alias moves again or an
@@ -21,19 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
-import numpy as np
 
-from app import drift, metrics
-from app.model import Champion, Rows, registered_champion
-from app.schemas import FEATURES
+from app import metrics, registry
+from app.model import Champion
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,40 +59,13 @@ class ModelSource(Protocol):
 
 
 class RegistrySource:
-    """The MLflow registry: the alias's version, and that exact version loaded and checked."""
+    """The MLflow registry: the alias's version, and that exact version fetched and checked."""
 
     def current_version(self, settings: Settings) -> str:
-        from mlflow import MlflowClient
-
-        uri = settings.tracking_uri
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        found = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-        return str(found.version)
+        return registry.resolve(settings)[0]
 
     def load(self, settings: Settings, version: str) -> Champion:
-        started = time.perf_counter()
-        import mlflow
-        import mlflow.sklearn
-        from mlflow import MlflowClient
-        from mlflow.models import Model
-
-        uri = settings.tracking_uri
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        found = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
-            settings.model_name, version
-        )
-        with tempfile.TemporaryDirectory(prefix="churn-api-reload-") as scratch:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=scratch
-            )
-            estimator = mlflow.sklearn.load_model(local)
-            example = Model.load(local).load_input_example(local)
-        # feature guard + probe rows on both scoring paths
-        champion = registered_champion(estimator, settings, found, started)
-        if example is not None:
-            check_prediction(champion, example_rows(example))
-        return replace(champion, profile=drift.attach(settings, champion.run_id, version))
+        return registry.check(registry.fetch(settings, version), settings)
 
 
 class LoaderSource:
@@ -116,26 +85,6 @@ class LoaderSource:
         if self._loaded is None or self._loaded.version != version:
             raise LookupError(f"version {version} is not the one the loader returned")
         return self._loaded
-
-
-class ModelCheckFailed(Exception):
-    """A candidate model loaded but answered its input example badly."""
-
-
-def example_rows(example: object) -> Rows:
-    """The logged input example as float64 rows in contract order (by column name)."""
-    columns = getattr(example, "columns", None)
-    if columns is None or not set(FEATURES) <= {str(c) for c in columns}:
-        raise ModelCheckFailed(f"input example does not have the columns {list(FEATURES)}")
-    return np.asarray(example[list(FEATURES)], dtype=np.float64)  # type: ignore[index]
-
-
-def check_prediction(champion: Champion, rows: Rows) -> None:
-    scores = champion.predict(rows)
-    if scores.shape != (len(rows),):
-        raise ModelCheckFailed(f"input example: {scores.shape} scores for {len(rows)} rows")
-    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
-        raise ModelCheckFailed("input example: probabilities outside [0, 1]")
 
 
 class Reloader:

@@ -102,6 +102,7 @@ async def model_info(state: State) -> ModelInfo:
         run_id=model.run_id,
         threshold=service.settings.decision_threshold,
         features=list(FEATURES),
+        scoring=model.scoring,
         drift_monitoring=service.settings.drift_metrics and model.profile is not None,
     )
 

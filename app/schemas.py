@@ -92,6 +92,15 @@ class ModelInfo(msgspec.Struct, frozen=True):
     run_id: str
     threshold: float
     features: list[str]
+    scoring: Annotated[
+        str,
+        Meta(
+            description="How the model is scored: linear (the LR pipeline's own arithmetic), "
+            "forest (a forest's trees walked as flat arrays), numpy (predict_proba on an array) "
+            "or dataframe (predict_proba on a DataFrame); every path is proven equal to "
+            "predict_proba on a DataFrame at load."
+        ),
+    ] = "dataframe"
     drift_monitoring: Annotated[
         bool,
         Meta(description="Whether scored rows are counted for drift (the version has a profile)."),

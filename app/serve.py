@@ -42,24 +42,30 @@ def prepare(environ: MutableMapping[str, str]) -> Path | None:
 
 
 def main(
-    argv: Sequence[str] | None = None, before_workers: Callable[[], None] | None = None
+    argv: Sequence[str] | None = None,
+    before_workers: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
     """granian's command line (``argv``, default ``sys.argv[1:]``) with the metrics directory set.
 
     ``before_workers`` runs in this process once the directory is set and before granian forks
-    its workers (``churn-api serve`` loads the champion there, so the workers start warm).
+    its workers (``churn-api serve`` fetches the champion there, so the workers start warm); it is
+    given the function that removes a private directory, for an exit that skips ``finally``.
     """
     private = prepare(os.environ)
+
+    def cleanup() -> None:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
     try:
         if before_workers is not None:
-            before_workers()
+            before_workers(cleanup)
         from granian.cli import entrypoint
 
         sys.argv[:] = ["granian", *(sys.argv[1:] if argv is None else argv)]
         entrypoint()  # type: ignore[no-untyped-call]
     finally:
-        if private is not None:
-            shutil.rmtree(private, ignore_errors=True)
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """MAX_QUEUED_ROWS: rows a worker may hold waiting or being scored; beyond it 503 at once."""
     request_timeout_seconds: float = 10.0
     """REQUEST_TIMEOUT_SECONDS: a request not answering by then gets 503 at once; 0 turns it off."""
+    model_threads: int = 1
+    """MODEL_THREADS: native threads (OpenMP, BLAS) one model call may use in a worker; with one
+    worker per CPU, more only oversubscribes the CPUs."""
+    startup_timeout_seconds: float = 60.0
+    """STARTUP_TIMEOUT_SECONDS: a worker not ready by then (or a champion check not done) stops
+    ``churn-api serve`` with exit status 1 and one line naming the model and the stuck stage."""
     drift_metrics: bool = True
     """DRIFT_METRICS: count scored rows per reference bin of each feature (app.drift)."""
 
@@ -71,6 +77,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_queued_rows=reader.integer("MAX_QUEUED_ROWS", 4096, low=MAX_BATCH, high=1 << 24),
             request_timeout_seconds=reader.number(
                 "REQUEST_TIMEOUT_SECONDS", 10.0, low=0.0, high=3600.0
+            ),
+            model_threads=reader.integer("MODEL_THREADS", 1, low=1, high=256),
+            startup_timeout_seconds=reader.number(
+                "STARTUP_TIMEOUT_SECONDS", 60.0, low=1.0, high=3600.0
             ),
             drift_metrics=reader.flag("DRIFT_METRICS", True),
         )

@@ -13,12 +13,12 @@ documented generative process over the five contract features:
 * churn ~ Bernoulli(sigmoid(-1.6 + 1.5 x month_to_month + 0.42 x tickets - 0.045 x tenure
   + 0.018 x (monthly - 68))): contract type, tickets, short tenure and high charges drive churn.
 
-The model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with the
-contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged with a
-signature and an input example, registered as a new version, and (unless told not to) made the
-champion. The run also gets the reference profile ``reference_profile.json`` (training data per
-decile bin of each feature, holdout P(churn) distribution; :mod:`app.profile`) that the service's
-drift metrics compare scored rows with.
+By default the model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with
+the contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged
+with a signature and an input example, registered as a new version, and (unless told not to)
+made the champion. The run also gets the reference profile
+``reference_profile.json`` (training data per decile bin of each feature, holdout P(churn)
+distribution; :mod:`app.profile`) that the service's drift metrics compare scored rows with.
 
 The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
 imports every scikit-learn estimator module (skops builds its list of trusted types from them),
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -95,14 +95,51 @@ def synthesize(generation: Generation) -> tuple[pd.DataFrame, np.ndarray[Any, np
     return frame, churn
 
 
-def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame, Profile]:
-    """Fit the pipeline; returns it, its holdout ROC AUC, a few rows as input example, and the
-    reference profile (training bins, holdout P(churn) distribution: :mod:`app.profile`)."""
+KINDS: Final = ("lr", "rf", "hgb", "gb", "ct")
+"""Model kinds :func:`fit` can train: the LR pipeline (the default), a RandomForest, a
+HistGradientBoosting and a GradientBoosting classifier, and a ColumnTransformer pipeline that
+selects its columns by name (one-hot contract type) in front of a LogisticRegression."""
+
+
+def make_estimator(kind: str = "lr", seed: int = 7) -> Any:
+    """An unfitted classifier of one of :data:`KINDS`."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if kind == "lr":
+        return Pipeline(
+            [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
+        )
+    if kind == "rf":
+        return RandomForestClassifier(n_estimators=200, min_samples_leaf=10, random_state=seed)
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+    if kind == "gb":
+        return GradientBoostingClassifier(n_estimators=100, random_state=seed)
+    if kind == "ct":
+        numeric = [name for name in FEATURES if name != "is_month_to_month"]
+        columns = ColumnTransformer(
+            [
+                ("numeric", StandardScaler(), numeric),
+                ("contract", OneHotEncoder(handle_unknown="ignore"), ["is_month_to_month"]),
+            ]
+        )
+        return Pipeline([("columns", columns), ("classify", LogisticRegression(max_iter=1000))])
+    raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFrame, Profile]:
+    """Fit a model of ``kind``; returns it, its holdout ROC AUC, a few rows as input example, and
+    the reference profile (training bins, holdout P(churn) distribution: :mod:`app.profile`)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
     frame, churn = synthesize(generation)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -112,14 +149,12 @@ def fit(generation: Generation) -> tuple[Any, float, pd.DataFrame, Profile]:
         random_state=generation.seed,
         stratify=churn,
     )
-    pipeline = Pipeline(
-        [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
-    )
-    pipeline.fit(x_train, y_train)
-    holdout = pipeline.predict_proba(x_test)[:, 1]
+    model = make_estimator(kind, generation.seed)
+    model.fit(x_train, y_train)
+    holdout = model.predict_proba(x_test)[:, 1]
     auc = float(roc_auc_score(y_test, holdout))
     profile = build_profile(x_train.to_numpy(dtype=np.float64), holdout, PROBABILITY_BUCKETS)
-    return pipeline, auc, x_test.head(5), profile
+    return model, auc, x_test.head(5), profile
 
 
 def train_and_register(
@@ -129,14 +164,22 @@ def train_and_register(
     generation: Generation | None = None,
     *,
     promote: bool = True,
+    kind: str = "lr",
+    serialization: str = "pickle",
 ) -> TrainResult:
+    """Fit a model of ``kind``, log it in the ``serialization`` format, register it, promote it.
+
+    ``serialization`` is ``pickle`` (this project's default, see the module docstring) or
+    ``skops`` (MLflow's default), logged with the trusted types skops needs to load it.
+    """
     import mlflow
     import mlflow.sklearn
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     generation = generation or Generation()
-    pipeline, auc, example, profile = fit(generation)
+    pipeline, auc, example, profile = fit(generation, kind)
+    trusted = _skops_trusted_types(pipeline) if serialization == "skops" else None
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment("churn")
@@ -151,7 +194,8 @@ def train_and_register(
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,  # see module doc
+            serialization_format=serialization,  # see module doc
+            skops_trusted_types=trusted,
         )
     version = str(info.registered_model_version)
     if promote:
@@ -159,3 +203,10 @@ def train_and_register(
             tracking_uri=tracking_uri, registry_uri=tracking_uri
         ).set_registered_model_alias(model_name, alias, version)
     return TrainResult(run_id=run.info.run_id, version=version, roc_auc=auc, promoted=promote)
+
+
+def _skops_trusted_types(model: Any) -> list[str]:
+    """The types skops does not trust by default that ``model`` holds (logged with it)."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))

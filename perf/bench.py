@@ -66,6 +66,7 @@ class Mode:
 
 MODES = {
     "short": Mode("short", 1, 2, (1, 32), 8, 0.3, False, 1),
+    "models": Mode("models", 3, 10, (32,), 8, 1.0, False, 0),
     "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 8, 2.0, True, 3),
     "sweep": Mode("sweep", 2, 5, (1, 32), 8, 0.3, False, 0),
 }
@@ -238,13 +239,13 @@ def check_answers(server: Server, expected: Mapping[str, Any]) -> dict[str, Any]
     status, got = request(port, "POST", "/predict", b'{"tenure_months": "12"}')
     if status != 422:
         problems.append(f"invalid body answered {status}, not 422")
-    status, got = request(port, "GET", "/model-info")
-    if status != 200 or got.get("version") != expected["single"]["model_version"]:
-        problems.append(f"/model-info: {status} {got}")
+    status, info = request(port, "GET", "/model-info")
+    if status != 200 or info.get("version") != expected["single"]["model_version"]:
+        problems.append(f"/model-info: {status} {info}")
     drift = server.stack.env.get("DRIFT_METRICS", "true") != "false"
-    if server.stack.name.startswith("churn-api") and got.get("drift_monitoring") is not drift:
-        problems.append(f"/model-info: drift_monitoring is not {drift}: {got}")
-    return {"ok": not problems, "problems": problems}
+    if server.stack.name.startswith("churn-api") and info.get("drift_monitoring") is not drift:
+        problems.append(f"/model-info: drift_monitoring is not {drift}: {info}")
+    return {"ok": not problems, "problems": problems, "scoring": info.get("scoring")}
 
 
 # --- wrk -----------------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
     import pandas as pd
     import sklearn
 
-    from app.model import load_champion
+    from app.registry import load_champion
     from app.schemas import FEATURES, Prediction, customer_decoder, encoder
     from app.settings import Settings
 
@@ -392,8 +393,14 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
     return timings, expected
 
 
-def ensure_registry(fresh: bool) -> str:
-    """A registry holding a champion; trained here (a few seconds) unless one is already there."""
+# The champion kinds of ``--model`` (app.train.KINDS), each logged the way users log it.
+FORMATS = {"lr": "pickle", "rf": "skops", "hgb": "skops", "gb": "pickle", "ct": "pickle"}
+
+
+def ensure_registry(fresh: bool, kind: str = "lr") -> str:
+    """A registry holding a ``kind`` champion; trained here unless one is already there."""
+    global REGISTRY
+    REGISTRY = RESULTS / "tmp" / ("registry" if kind == "lr" else f"registry-{kind}")
     if fresh and REGISTRY.exists():
         shutil.rmtree(REGISTRY)
     REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -412,8 +419,9 @@ def ensure_registry(fresh: bool) -> str:
     if not profiled:  # none yet, or one from before reference profiles (no drift metrics)
         from app.train import train_and_register
 
-        result = train_and_register(uri, MODEL_NAME, ALIAS)
-        print(f"trained and registered {MODEL_NAME} v{result.version} in {REGISTRY}")
+        result = train_and_register(uri, MODEL_NAME, ALIAS, kind=kind, serialization=FORMATS[kind])
+        print(f"trained and registered {kind} ({FORMATS[kind]}) {MODEL_NAME} v{result.version}"
+              f" in {REGISTRY}")  # fmt: skip
     return uri
 
 
@@ -744,6 +752,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="workers per stack (default 2)")
     parser.add_argument("--fresh", action="store_true", help="train a new registry first")
     parser.add_argument(
+        "--model",
+        choices=(*FORMATS, "all"),
+        default="lr",
+        help="champion kind (default lr); 'all' runs every kind in the compact 'models' mode",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
@@ -755,9 +769,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("perf: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.model == "all":
+        return run_all_models(args)
     mode = MODES["sweep" if args.sweep else "short" if args.short else "full"]
+    return run_one(args, mode, args.model)
+
+
+def run_one(args: argparse.Namespace, mode: Mode, kind: str) -> int:
+    """One champion kind: in-process timings, then every stack under load; writes the results."""
     started = time.perf_counter()
-    uri = ensure_registry(args.fresh)
+    uri = ensure_registry(args.fresh, kind)
     timings, expected = in_process(uri, mode.timing_seconds)
     estimate = args.workers / (timings[T_BAR] / 1e6)
     print("in process (µs): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
@@ -768,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result: dict[str, Any] = {
         "mode": mode.name,
+        "model": {"kind": kind, "format": FORMATS[kind]},
         "workers": args.workers,
         "load": {
             "generator": "wrk, 1 thread, keep-alive",
@@ -792,10 +814,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["seconds"] = time.perf_counter() - started
     print("\n" + "\n".join(table))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{mode.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{mode.name}.md").write_text("\n".join(table) + "\n")
-    plot(result, RESULTS / f"{mode.name}.png")
-    print(f"\nwrote perf/results/{mode.name}.json, .md and .png ({result['seconds']:.0f} s)")
+    name = mode.name if kind == "lr" and mode.name != "models" else f"{mode.name}-{kind}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(table) + "\n")
+    if len(mode.concurrencies) > 1:
+        plot(result, RESULTS / f"{name}.png")
+    print(f"\nwrote perf/results/{name}.json and .md ({result['seconds']:.0f} s)")
+    return 0
+
+
+def run_all_models(args: argparse.Namespace) -> int:
+    """Every champion kind in the 'models' mode (``--short``: the short mode), then one table."""
+    mode = MODES["short" if args.short else "models"]
+    rows = [
+        "| champion (format) | scoring path | churn-api req/s (p99 ms) | twin req/s (p99 ms) "
+        "| ratio | p99 ratio | batch rows/s | startup s (twin) | PSS MiB (twin) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for kind in FORMATS:
+        if run_one(args, mode, kind) != 0:
+            return 1
+        name = f"{mode.name}-{kind}"
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        ours, twin = result["stacks"]["churn-api"], result["stacks"]["FastAPI twin"]
+        a, b = ours["single"][str(HEADLINE)], twin["single"][str(HEADLINE)]
+        rows.append(
+            f"| {kind} ({FORMATS[kind]}) | {ours['checks'].get('scoring', '?')} "
+            f"| {a['rps']:,.0f} ({a['latency_ms']['p99']:.1f}) "
+            f"| {b['rps']:,.0f} ({b['latency_ms']['p99']:.1f}) | {a['rps'] / b['rps']:.1f}x "
+            f"| {a['latency_ms']['p99'] / b['latency_ms']['p99']:.2f} "
+            f"| {ours['batch_1000']['rows_per_s']:,.0f} "
+            f"| {ours['startup_seconds']:.1f} ({twin['startup_seconds']:.1f}) "
+            f"| {ours['pss_mib_after_load']:.0f} ({twin['pss_mib_after_load']:.0f}) |"
+        )
+    print("\n" + "\n".join(rows))
+    (RESULTS / f"{mode.name}-all.md").write_text("\n".join(rows) + "\n")
+    print(f"wrote perf/results/{mode.name}-all.md")
     return 0
 
 

@@ -107,11 +107,11 @@ def _train(workdir: Path) -> OpsRegistry:
     return OpsRegistry(workdir=workdir, good=good, other=other, bad=bad)
 
 
-def set_alias(uri: str, version: str) -> None:
+def set_alias(uri: str, version: str, alias: str = ALIAS) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        MODEL_NAME, ALIAS, version
+        MODEL_NAME, alias, version
     )
 
 
@@ -149,7 +149,12 @@ class Server:
 
 
 def start_server(uri: str, workdir: Path, workers: int = 2, **variables: str) -> Server:
-    """Start the server on a free loopback port; return once every worker serves a model."""
+    """Start the server on a free loopback port; return once every worker serves a model.
+
+    ``check="1"`` starts it as ``churn-api serve`` runs by default (fetched and checked in the main
+    process before the workers start); otherwise with ``--skip-check`` (each worker loads alone).
+    """
+    check = variables.pop("check", "") == "1"
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     metrics_dir = workdir / "prometheus"
@@ -166,7 +171,7 @@ def start_server(uri: str, workdir: Path, workers: int = 2, **variables: str) ->
     env.pop("PYTHONWARNINGS", None)
     log = workdir / "server.log"
     command = [
-        sys.executable, "-m", "app", "serve", "--skip-check",
+        sys.executable, "-m", "app", "serve", *([] if check else ["--skip-check"]),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     with log.open("wb") as out:

@@ -651,6 +651,7 @@ class TestModelInfo:
             "run_id": "r1",
             "threshold": 0.5,
             "features": list(FEATURES),
+            "scoring": "numpy",
             "drift_monitoring": False,  # a fake model has no reference profile
         }
 

@@ -26,8 +26,8 @@ from app.drift import DRAIN_ROWS, DriftTally
 from app.errors import StartupError
 from app.main import create_app
 from app.metrics import PROBABILITY_BUCKETS
-from app.model import load_champion
 from app.profile import Profile, build, decode
+from app.registry import load_champion
 from app.reload import RegistrySource
 from app.schemas import FEATURES
 from app.settings import Settings

@@ -14,7 +14,7 @@ from support import CUSTOMERS
 
 from app.errors import StartupError
 from app.main import create_app
-from app.model import load_champion
+from app.registry import load_champion
 from app.schemas import FEATURES
 from app.train import Generation, synthesize
 
@@ -55,6 +55,7 @@ def test_champion_is_loaded_by_alias_and_reported(registry: Registry, served: Cl
         "run_id": registry.run_id,
         "threshold": 0.5,
         "features": list(FEATURES),
+        "scoring": "linear",  # the LR pipeline's arithmetic, proven equal to predict_proba
         "drift_monitoring": True,  # churn-api train logs a reference profile with the model
     }
     assert served.get("/health").json() == {"status": "ok"}

@@ -1,0 +1,209 @@
+"""The MLflow registry: which version the alias names, fetching it, and the checks it must pass.
+
+Startup (``churn-api serve``, ``churn-api check``), each worker's lifespan and the hot-swap all go
+through :func:`resolve`, :func:`fetch` and :func:`check`, so a version passes or fails the same
+checks wherever it is loaded: the contract's feature guard, a binary classifier, the probe rows
+and proof of its scoring path (:func:`app.model.champion_from_estimator`), and one prediction on
+the input example logged with it.
+
+Fetching (download the artifacts, deserialize the estimator) never runs the model, so it is safe
+in a process that forks afterwards: ``churn-api serve`` fetches once in the server's main process
+and hands the result to the workers it forks (:func:`preload`); a worker fetches again only if the
+alias has moved since.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from app import drift
+from app.model import Champion, Rows, champion_from_estimator
+from app.profile import Profile
+from app.schemas import FEATURES
+from app.settings import Settings
+
+# Without these MLflow's HTTP client retries an unreachable registry for minutes; the contract
+# wants a failed start within 30 seconds. An operator's own values win.
+_MLFLOW_HTTP_DEFAULTS: Final = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+class RegistryError(Exception):
+    """The registry cannot say which version the alias names, or that version cannot be fetched."""
+
+
+class ModelCheckFailed(Exception):
+    """A fetched model does not pass the checks (contract, probe rows, input example)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One registry version, downloaded and deserialized, not yet run."""
+
+    name: str
+    version: str
+    run_id: str
+    estimator: Any = field(repr=False)
+    pyfunc_predict_fn: str = "predict"
+    input_example: Any = field(default=None, repr=False)
+    fetch_seconds: float = 0.0
+    profile: Profile | None = field(default=None, repr=False)
+    """The run's reference profile (:mod:`app.drift`); None: no drift metrics."""
+
+
+_preloaded: tuple[Fetched, str] | None = None
+
+
+def preload(fetched: Fetched, scoring: str) -> None:
+    """Keep ``fetched``, whose ``scoring`` path a check proved, for the processes forked later."""
+    global _preloaded
+    _preloaded = (fetched, scoring)
+
+
+def describe(settings: Settings) -> str:
+    """``name@alias from uri`` (credentials redacted), for messages."""
+    return f"{settings.model_name}@{settings.model_alias} from {redact(settings.tracking_uri)}"
+
+
+def resolve(settings: Settings) -> tuple[str, str]:
+    """The version and run id the alias names now."""
+    client = _client(settings)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(reason(exc)) from exc
+    return str(found.version), str(found.run_id or "")
+
+
+def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
+    """Download ``version`` and deserialize its estimator (the model is not run)."""
+    started = time.perf_counter()
+    _client(settings)
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="churn-api-model-") as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=scratch
+            )
+            estimator = mlflow.sklearn.load_model(local)
+            logged = Model.load(local)
+            example = logged.load_input_example(local)
+    except (MlflowException, OSError, ValueError) as exc:
+        raise RegistryError(reason(exc)) from exc
+    pyfunc = logged.flavors.get("python_function", {})
+    run_id = run_id or str(logged.run_id or "")
+    return Fetched(
+        name=settings.model_name,
+        version=version,
+        run_id=run_id,
+        estimator=estimator,
+        pyfunc_predict_fn=str(pyfunc.get("predict_fn") or "predict"),
+        input_example=example,
+        fetch_seconds=time.perf_counter() - started,
+        profile=drift.reference(settings, run_id, version),
+    )
+
+
+def fetch_champion(settings: Settings) -> tuple[Fetched, str | None]:
+    """The alias's version, fetched, and the scoring path already proved for it, if any.
+
+    The preloaded version (with its proved path) if the alias still names it.
+    """
+    version, run_id = resolve(settings)
+    if _preloaded is not None:
+        fetched, scoring = _preloaded
+        if fetched.name == settings.model_name and fetched.version == version:
+            return fetched, scoring
+    return fetch(settings, version, run_id), None
+
+
+def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Champion:
+    """Run every check on a fetched version; the champion that serves it, or ModelCheckFailed.
+
+    ``proven``: the scoring path a check of this same object proved (see
+    :func:`app.model.champion_from_estimator`).
+    """
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    with threadpool_limits(limits=settings.model_threads):
+        champion = champion_from_estimator(
+            fetched.estimator,
+            name=fetched.name,
+            version=fetched.version,
+            alias=settings.model_alias,
+            run_id=fetched.run_id,
+            load_seconds=fetched.fetch_seconds,
+            proven=proven,
+        )
+        if fetched.input_example is not None:
+            check_prediction(champion, example_rows(fetched.input_example))
+    seconds = fetched.fetch_seconds + time.perf_counter() - started
+    return drift.attached(champion.with_load_seconds(seconds), fetched.profile)
+
+
+def load_champion(settings: Settings) -> Champion:
+    """Resolve ``MODEL_NAME@MODEL_ALIAS``, fetch that version and check it."""
+    from app.errors import StartupError
+
+    try:
+        fetched, proven = fetch_champion(settings)
+        return check(fetched, settings, proven)
+    except (RegistryError, ModelCheckFailed) as exc:
+        raise StartupError(f"cannot load {describe(settings)}: {exc}") from exc
+
+
+def example_rows(example: object) -> Rows:
+    """The logged input example as float64 rows in contract order (by column name)."""
+    columns = getattr(example, "columns", None)
+    if columns is None or not set(FEATURES) <= {str(c) for c in columns}:
+        raise ModelCheckFailed(f"input example does not have the columns {list(FEATURES)}")
+    return np.asarray(example[list(FEATURES)], dtype=np.float64)  # type: ignore[index]
+
+
+def check_prediction(champion: Champion, rows: Rows) -> None:
+    scores = champion.predict(rows)
+    if scores.shape != (len(rows),):
+        raise ModelCheckFailed(f"input example: {scores.shape} scores for {len(rows)} rows")
+    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
+        raise ModelCheckFailed("input example: probabilities outside [0, 1]")
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without credentials, for log lines."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line reports."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def _client(settings: Settings) -> Any:
+    for name, value in _MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
