@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from app.metrics import PROBABILITY_BUCKETS
 from app.profile import PROFILE_FILE, Profile
 from app.profile import build as build_profile
 from app.schemas import FEATURES
@@ -140,6 +139,10 @@ def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFr
     the reference profile (training bins, holdout P(churn) distribution: :mod:`app.profile`)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
+
+    # Imported here: app.cli imports this module before `churn-api serve` has prepared the
+    # shared metrics directory, and prometheus_client must not be imported before that.
+    from app.metrics import PROBABILITY_BUCKETS
 
     frame, churn = synthesize(generation)
     x_train, x_test, y_train, y_test = train_test_split(

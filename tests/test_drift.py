@@ -7,6 +7,8 @@ The counters are checked against a plain per-row count with the profile's docume
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from bisect import bisect_right
 from collections import Counter
@@ -258,3 +260,13 @@ def test_a_model_logged_without_profile_serves_without_drift_metrics(
     assert answer.status_code == 200
     assert info_body["drift_monitoring"] is False
     assert info_body["version"] == champion.version
+
+
+def test_the_command_line_imports_no_prometheus_client_before_serve_sets_its_dir() -> None:
+    # prometheus_client picks its multiprocess mode when imported: `churn-api serve` must set
+    # PROMETHEUS_MULTIPROC_DIR first (app/serve.py), so importing app.cli (and app.train) must not.
+    code = "import sys, app.cli; print('prometheus_client' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
