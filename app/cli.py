@@ -84,7 +84,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "--no-ws",
         "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
         "--respawn-failed-workers",
-        "app.main:create_app",
+        "app.main:serve_app",
     ]  # fmt: skip
     # granian forks its workers from this process (the start method on Linux): whatever is loaded
     # here is loaded in every worker too, and shared with it until written to.
@@ -125,7 +125,9 @@ def _preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) ->
             f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
             f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
         )
-    import app.main  # noqa: F401 - imported for the workers
+    import app.main
+
+    app.main.prebuild(settings)  # the workers share it
 
     # The workers log JSON lines (app.observability); this process's plain handler stays here.
     for handler in logging.root.handlers[:]:

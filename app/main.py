@@ -125,6 +125,24 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
     return app
 
 
+_prebuilt: Litestar | None = None
+
+
+def prebuild(settings: Settings) -> None:
+    """Build the app in the server's main process, before granian forks the workers.
+
+    The workers then share its memory (routes, the OpenAPI document, the error map) with the
+    main process instead of each building its own; its lifespan still runs in every worker.
+    """
+    global _prebuilt
+    _prebuilt = create_app(settings)
+
+
+def serve_app() -> Litestar:
+    """granian's factory (``churn-api serve``): the prebuilt app, or one built from the settings."""
+    return _prebuilt if _prebuilt is not None else create_app()
+
+
 def _served_version(app: Litestar) -> str | None:
     service: Service | None = getattr(app.state, "service", None)
     return service.model.version if service is not None and service.model is not None else None

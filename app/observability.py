@@ -65,6 +65,11 @@ class RequestIds:
     """Makes request ids: a random per-process prefix and a counter (unique, and ~0.2 µs each)."""
 
     def __init__(self) -> None:
+        self._restart()
+        # An app built before granian forks (``churn-api serve``) gives every worker its own prefix.
+        os.register_at_fork(after_in_child=self._restart)
+
+    def _restart(self) -> None:
         self._prefix = os.urandom(6).hex()
         self._counter = count(1)
 
