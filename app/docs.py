@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from litestar import Litestar, Router
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
@@ -32,6 +33,35 @@ _EXAMPLES: Final[dict[str, object]] = {
         ]
     },
 }
+
+
+def _declared_bodies(
+    app: Litestar, schemas: dict[str, Any]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Request bodies that handlers reading the raw body declare in ``opt["request_body"]``.
+
+    The value maps a media type to ``(type, example)``; ``str`` stands for a text body.
+    """
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            declared = handler.opt.get("request_body")
+            if not declared:
+                continue
+            content = {}
+            for media_type, (body_type, example) in declared.items():
+                if body_type is str:
+                    schema: dict[str, Any] = {"type": "string"}
+                else:
+                    (schema,), components = msgspec.json.schema_components(
+                        [body_type], ref_template="#/components/schemas/{name}"
+                    )
+                    for name, component in components.items():
+                        schemas.setdefault(name, component)
+                content[media_type] = {"schema": schema, "example": example}
+            for method in handler.http_methods:
+                found[route.path_format, method.lower()] = {"required": True, "content": content}
+    return found
 
 
 def swagger_assets_dir() -> Path:
@@ -71,17 +101,21 @@ def assets_router() -> Router:
 def polish(app: Litestar) -> None:
     """Correct the generated document in place, once, before it is first served."""
     document = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
-    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for name in _STRICT_BODIES:
         if name in schemas:
             schemas[name]["additionalProperties"] = False
+    declared = _declared_bodies(app, schemas)
     for path, item in document.get("paths", {}).items():
-        for operation in item.values():
+        for method, operation in item.items():
             if not isinstance(operation, dict):
                 continue
             responses = operation.get("responses", {})
-            responses.pop("400", None)
+            if "400" in responses and (path, method) not in declared:
+                responses.pop("400")  # Litestar's default; only the protocol routes answer 400
             responses.pop("201", None)
+            if (path, method) in declared:
+                operation["requestBody"] = declared[path, method]
             for parameter in operation.get("parameters", []):
                 if parameter.get("name") == "threshold":
                     parameter["schema"] = {"type": "number", "minimum": 0, "maximum": 1}

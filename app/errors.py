@@ -8,12 +8,19 @@ bodies. Nothing a client sees ever contains a traceback, a file path or a librar
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from app.schemas import ErrorBody, FieldError, ValidationErrorBody
+from app.schemas import (
+    ErrorBody,
+    FieldError,
+    InferenceErrorBody,
+    MlflowErrorBody,
+    ValidationErrorBody,
+)
 
 if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
@@ -57,6 +64,41 @@ class Overloaded(ServiceError):
     detail = "Server is overloaded, retry shortly"
 
 
+class ProtocolError(ServiceError):
+    """A request refused by a protocol front end (MLflow scoring, Open Inference Protocol).
+
+    The body shape is the protocol's (see :data:`ERROR_SHAPE`); ``error_code`` is MLflow's word
+    for the failure, ``fields`` the contract features named (counted in metrics).
+    """
+
+    status_code = 400
+    error_code: ClassVar[str] = "INVALID_PARAMETER_VALUE"
+
+    def __init__(self, detail: str, fields: tuple[str, ...] = ()) -> None:
+        self.fields = fields
+        super().__init__(detail)
+
+
+class MalformedRequest(ProtocolError):
+    """The body is not a request of the protocol at all (not JSON, wrong layout, binary data)."""
+
+    error_code = "BAD_REQUEST"
+
+
+class InvalidInput(ProtocolError):
+    """A well-formed request whose rows break the contract (type, bound, rule, missing column)."""
+
+
+class UnknownModel(ProtocolError):
+    status_code = 404
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+
+
+class ProtocolMediaType(ProtocolError):
+    status_code = 415
+    error_code = "BAD_REQUEST"
+
+
 class StartupError(Exception):
     """The service cannot start: a bad setting or a champion that cannot be loaded."""
 
@@ -65,14 +107,48 @@ def _json(body: object, status_code: int, headers: dict[str, str] | None = None)
     return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
 
 
+ERROR_SHAPE: Final = "error_shape"
+"""Route ``opt`` key (or, in front of Litestar's router, scope key) naming the body shape of that
+route's errors: ``mlflow`` or ``inference``."""
+_MLFLOW_CODES: Final = {413: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+
+
+def _error(
+    request: Request[Any, Any, Any],
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    code: str | None = None,
+) -> Response[Any]:
+    """An error answer in the body shape of the route's protocol (``{"detail"}`` by default)."""
+    shape = _shape(request)
+    body: object
+    if shape == "mlflow":
+        body = MlflowErrorBody(code or _MLFLOW_CODES.get(status, "BAD_REQUEST"), detail)
+    elif shape == "inference":
+        body = InferenceErrorBody(detail)
+    else:
+        body = ErrorBody(detail)
+    return _json(body, status, dict(headers) if headers else None)
+
+
+def _shape(request: Request[Any, Any, Any]) -> str | None:
+    handler = request.scope.get("route_handler")  # absent when no route matched (or app.fastpath)
+    found = handler.opt.get(ERROR_SHAPE) if handler is not None else request.scope.get(ERROR_SHAPE)
+    return found if isinstance(found, str) else None
+
+
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
     if isinstance(exc, RequestValidationError):
         _count_validation_failures(exc.errors)
         return _json(ValidationErrorBody(exc.detail, exc.errors), 422)
+    if isinstance(exc, ProtocolError):
+        _count_validation_failures([FieldError("body", name, exc.detail) for name in exc.fields])
+        return _error(request, exc.status_code, exc.detail, code=exc.error_code)
     if exc.status_code >= 500 and not isinstance(exc, (ModelNotLoaded, Overloaded)):
         return _unexpected(request, exc)
     headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
-    return _json(ErrorBody(exc.detail), exc.status_code, headers)
+    return _error(request, exc.status_code, exc.detail, headers)
 
 
 def _parameter_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -100,12 +176,12 @@ def _field_error(item: object) -> FieldError:
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
         return _unexpected(request, exc)
-    status = 422 if exc.status_code == 400 else exc.status_code
+    status = 422 if exc.status_code == 400 and _shape(request) is None else exc.status_code
     detail = exc.detail
     if exc.status_code == 413:
         limit = request.route_handler.resolve_request_max_body_size()
         detail = f"Request body is larger than MAX_BODY_BYTES ({limit} bytes)"
-    return _json(ErrorBody(detail), status, exc.headers)
+    return _error(request, status, detail, exc.headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -116,7 +192,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         exc_info=exc,
         extra={"request_id": _request_id(request)},  # the client has it in a header
     )
-    return _json(ErrorBody("Internal server error"), 500)
+    return _error(request, 500, "Internal server error")
 
 
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

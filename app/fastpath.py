@@ -1,4 +1,4 @@
-"""The two predict endpoints' plain successful case, answered without Litestar's per-request work.
+"""The plain successful case of the scoring endpoints, answered without Litestar's per-request work.
 
 A good ``POST /predict`` or ``POST /predict/batch`` (JSON content type, a body within
 ``MAX_BODY_BYTES``, no query or a valid ``threshold``, a loaded model) costs Litestar more than the
@@ -7,6 +7,12 @@ prediction itself: routing, the request object, signature and DTO plumbing, the 
 decodes the raw body with prebuilt strict decoders, scores through the same
 :func:`app.service.score_rows` path as the handlers, and sends pre-encoded bytes with the same two
 headers Litestar sends.
+
+The protocol front ends' scoring endpoints get the same treatment through their ``fast_door``
+(:mod:`app.mlflow_protocol`: ``POST /invocations`` with a JSON body; :mod:`app.inference_protocol`:
+``POST /v2/models/MODEL_NAME/infer``): a JSON body with no Content-Type parameters is decoded by
+the protocol's own decoder, scored through :func:`app.service.score`, and answered with the bytes
+its handler would send.
 
 Any request that is not that case goes to Litestar unchanged: the body read so far is replayed to
 it, so those errors still have exactly one owner (the handlers, the DTO and the error map) and the
@@ -28,11 +34,12 @@ import msgspec
 import numpy as np
 from litestar import Request
 
-from app.errors import error_response
+from app import inference_protocol, mlflow_protocol
+from app.errors import ERROR_SHAPE, error_response
 from app.metrics import TALLY
 from app.model import Rows
 from app.schemas import FEATURES, MAX_BATCH, BatchPrediction, Customer, customer_decoder, encoder
-from app.service import Service, score_rows
+from app.service import Scored, Service, score, score_rows
 from app.validation import check_media_type, query_threshold
 
 Scope = MutableMapping[str, Any]
@@ -95,7 +102,14 @@ class FastPredict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or scope["method"] != "POST" or path not in _PATHS:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        door = _door(path)
+        if door is not None:
+            await self._protocol(door, scope, receive, send)
+            return
+        if path not in _PATHS:
             await self.app(scope, receive, send)
             return
         received: list[Message] = []
@@ -121,22 +135,41 @@ class FastPredict:
             TALLY.batch(len(predictions))
             payload = encoder.encode(BatchPrediction(predictions=predictions, count=len(rows)))
         scope["path_template"] = path  # what Litestar's router would set (metrics label)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_HEADERS, (b"content-length", b"%d" % len(payload))],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await _answer(send, payload)
 
-    def _check_headers(self, headers: Any) -> None:
+    async def _protocol(self, door: _Door, scope: Scope, receive: Receive, send: Send) -> None:
+        """A protocol's plain case (see the module docstring); anything else goes to Litestar."""
+        prepare, template, shape = door
+        received: list[Message] = []
+        try:
+            service = self._service()
+            if service is None or service.model is None:
+                raise _Fallback
+            self._check_headers(scope["headers"], protocol=True)
+            rows, finish = prepare(service, await self._body(receive, received), scope)
+        except Exception:  # noqa: BLE001 - whatever it is, Litestar and the error map answer it
+            await self.app(scope, _replay(received, receive), send)
+            return
+        scope["path_template"] = template
+        scope[ERROR_SHAPE] = shape
+        try:
+            payload = finish(await score(service, rows))
+        except Exception as exc:  # noqa: BLE001 - the model ran (or was refused) once: no replay
+            await _answer_error(scope, receive, send, exc)
+            return
+        await _answer(send, payload)
+
+    def _check_headers(self, headers: Any, protocol: bool = False) -> None:
         content_type: str | None = None
         for name, value in headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length" and not (value.isdigit() and int(value) <= self._limit):
                 raise _Fallback
+            elif protocol and name == b"inference-header-content-length":
+                raise _Fallback  # binary tensors: refused by the handler
+        if protocol and content_type is not None and content_type.lower() != "application/json":
+            raise _Fallback  # CSV, charsets and the rest: the handlers decide
         check_media_type(content_type)
 
     async def _body(self, receive: Receive, received: list[Message]) -> bytes:
@@ -161,6 +194,27 @@ _PATHS: Final[dict[str, Callable[[bytes], Rows]]] = {
     "/predict": _customer_rows,
     "/predict/batch": _batch_rows,
 }
+
+
+Prepare = Callable[[Service, bytes, Scope], tuple[Rows, Callable[[Scored], bytes]]]
+_Door = tuple[Prepare, str, str]
+"""A protocol's plain case: rows and the answer's encoder; its route template; its error shape."""
+_INVOCATIONS: Final[_Door] = (mlflow_protocol.fast_door, "/invocations", "mlflow")
+_INFER: Final[_Door] = (inference_protocol.fast_door, "/v2/models/{name}/infer", "inference")
+
+
+def _door(path: str | None) -> _Door | None:
+    if path == "/invocations":
+        return _INVOCATIONS
+    if path is not None and path.startswith("/v2/models/") and path.endswith("/infer"):
+        return _INFER  # its door checks the name (a version in the path: Litestar)
+    return None
+
+
+async def _answer(send: Send, payload: bytes) -> None:
+    headers = [_HEADERS, (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 def _threshold(query: bytes) -> float | None:

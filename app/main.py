@@ -14,7 +14,7 @@ from importlib.metadata import version as package_version
 
 from litestar import Litestar
 
-from app import docs, metrics
+from app import docs, inference_protocol, metrics, mlflow_protocol
 from app.admin import admin_routes
 from app.admission import Bounded
 from app.errors import EXCEPTION_HANDLERS
@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
     app = Litestar(
         route_handlers=[
             *ROUTES,
+            *mlflow_protocol.ROUTES,
+            *inference_protocol.ROUTES,
             metrics.metrics_endpoint,
             *admin_routes(settings),
             docs.assets_router(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,9 +39,10 @@ class Champion:
     load_seconds: float = 0.0
     profile: Profile | None = field(default=None, repr=False)
     """The version's reference profile (app.profile); None: no drift metrics."""
-
-    def with_load_seconds(self, seconds: float) -> Champion:
-        return replace(self, load_seconds=seconds)
+    classes: tuple[Any, ...] = (0, 1)
+    """The estimator's ``classes_`` (what ``predict`` answers), as JSON-ready values."""
+    pyfunc_predict_fn: str = "predict"
+    """The method MLflow's pyfunc flavor calls (``pyfunc_predict_fn`` when it was logged)."""
 
 
 def champion_from_estimator(

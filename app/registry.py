@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -153,8 +153,14 @@ def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Ch
         )
         if fetched.input_example is not None:
             check_prediction(champion, example_rows(fetched.input_example))
-    seconds = fetched.fetch_seconds + time.perf_counter() - started
-    return drift.attached(champion.with_load_seconds(seconds), fetched.profile)
+    classes = getattr(fetched.estimator, "classes_", None)
+    checked = replace(
+        champion,
+        load_seconds=fetched.fetch_seconds + time.perf_counter() - started,
+        classes=(0, 1) if classes is None else tuple(np.asarray(classes).tolist()),
+        pyfunc_predict_fn=fetched.pyfunc_predict_fn,
+    )
+    return drift.attached(checked, fetched.profile)
 
 
 def load_champion(settings: Settings) -> Champion:

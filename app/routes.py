@@ -51,7 +51,13 @@ _PREDICT: Final[dict[str, Any]] = {
 }
 
 
-@post("/predict", **_PREDICT, opt={"body_type": Customer})
+@post(
+    "/predict",
+    **_PREDICT,
+    opt={"body_type": Customer},
+    tags=["prediction"],
+    summary="Score one customer",
+)
 async def predict(
     data: JSONBody[Customer], state: State, threshold: ThresholdQuery = None
 ) -> Prediction:
@@ -61,7 +67,13 @@ async def predict(
     return (await score_rows(service, rows, threshold))[0]
 
 
-@post("/predict/batch", **_PREDICT, opt={"body_type": BatchRequest})
+@post(
+    "/predict/batch",
+    **_PREDICT,
+    opt={"body_type": BatchRequest},
+    tags=["prediction"],
+    summary="Score 1 to 1024 customers",
+)
 async def predict_batch(
     data: JSONBody[BatchRequest], state: State, threshold: ThresholdQuery = None
 ) -> BatchPrediction:
@@ -75,6 +87,8 @@ async def predict_batch(
 
 @get(
     "/health",
+    tags=["operations"],
+    summary="Readiness: is a model loaded",
     responses={503: ResponseSpec(Health, description="No model loaded", generate_examples=False)},
 )
 async def health(state: State) -> Response[Health]:
@@ -84,13 +98,18 @@ async def health(state: State) -> Response[Health]:
     return Response(Health("ok"))
 
 
-@get("/livez")
+@get("/livez", tags=["operations"], summary="Liveness: the event loop answers")
 async def livez() -> Health:
     """Liveness: 200 while the worker's event loop answers; never looks at the model."""
     return _ALIVE
 
 
-@get("/model-info", responses={503: _ERRORS[503]})
+@get(
+    "/model-info",
+    tags=["operations"],
+    summary="Which model and version answer",
+    responses={503: _ERRORS[503]},
+)
 async def model_info(state: State) -> ModelInfo:
     """Which registered model and version answers, at which default threshold, on which features."""
     service: Service = state.service

@@ -1,6 +1,6 @@
 """Wire types: what a client may send and what the service answers.
 
-The five features, their bounds and their order are the contract (``CONTRACT.md``). Requests are
+The five features, their bounds and their order are the contract (``docs/api.md``). Requests are
 decoded strictly (a string is never a number, ``24.5`` is never an integer) by prebuilt decoders;
 :mod:`app.validation` turns a failed decode into a list naming every offending field.
 """
@@ -126,6 +126,19 @@ class ValidationErrorBody(msgspec.Struct, frozen=True):
 
 class ErrorBody(msgspec.Struct, frozen=True):
     detail: str
+
+
+class MlflowErrorBody(msgspec.Struct, frozen=True):
+    """An error of ``/invocations``, shaped as ``mlflow models serve`` answers it."""
+
+    error_code: Annotated[str, Meta(examples=["INVALID_PARAMETER_VALUE"])]
+    message: str
+
+
+class InferenceErrorBody(msgspec.Struct, frozen=True):
+    """An error of the Open Inference Protocol endpoints (``/v2/...``)."""
+
+    error: str
 
 
 customer_decoder: Final = msgspec.json.Decoder(Customer)

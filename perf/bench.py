@@ -1,4 +1,4 @@
-"""``nox -s perf``: churn-api against its FastAPI twin, side by side, in one run.
+"""``nox -s perf``: churn-api against its FastAPI twin and ``mlflow models serve``, in one run.
 
 1. Makes (or reuses) a real MLflow registry with a champion under ``perf/results/tmp/registry``.
 2. Measures the service time t̄ in process and prints the W/t̄ estimate of throughput.
@@ -6,6 +6,9 @@
    the first 200), checks its answers against the model in process, drives it with ``wrk`` (one
    thread, fixed concurrency and duration, one fixed POST body per run), and samples the CPU of
    the server's process tree and of wrk, and the server's memory (PSS).
+   churn-api also answers one row through its two protocol front ends (MLflow's ``/invocations``
+   and the Open Inference Protocol's ``/v2/models/<name>/infer``) at 32 connections, and
+   ``mlflow models serve`` (the third stack) answers the same ``/invocations`` body.
 4. Measures the cost of the drift counters: the same build with ``DRIFT_METRICS`` on and off,
    side by side, driven in turns at 32 connections (:func:`drift_cost`).
 5. Prints the table and the target ratios, and writes ``perf/results/<mode>.json`` (with the
@@ -71,6 +74,7 @@ MODES = {
     "sweep": Mode("sweep", 2, 5, (1, 32), 8, 0.3, False, 0),
 }
 HEADLINE = 32  # connections of the headline comparison
+MLFLOW = "mlflow models serve"
 T_BAR = "t_bar_seed_predict_proba_1row_dataframe_us"
 # Batch runs use 8 connections. granian's workers accept connections unevenly, so one worker may
 # hold up to 8 bodies of 1000 rows: churn-api runs with MAX_QUEUED_ROWS=8192 (default 4096 rows
@@ -85,6 +89,13 @@ class Stack:
     name: str
     command: list[str]
     env: dict[str, str]
+    kind: str = "predict"
+    """``predict`` (the /predict contract) or ``mlflow`` (only ``/invocations``)."""
+
+
+INVOCATIONS = "/invocations"
+INFER = f"/v2/models/{MODEL_NAME}/infer"
+PROTOCOL_PAYLOADS = {INVOCATIONS: "invocations.json", INFER: "infer.json"}
 
 
 @dataclass
@@ -213,7 +224,7 @@ def request(
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+        return response.status, json.loads(raw) if raw.strip() else None  # MLflow: "\n"
     finally:
         connection.close()
 
@@ -246,6 +257,24 @@ def check_answers(server: Server, expected: Mapping[str, Any]) -> dict[str, Any]
     if server.stack.name.startswith("churn-api") and info.get("drift_monitoring") is not drift:
         problems.append(f"/model-info: drift_monitoring is not {drift}: {info}")
     return {"ok": not problems, "problems": problems, "scoring": info.get("scoring")}
+
+
+def check_protocols(server: Server, expected: Mapping[str, Any], paths: Sequence[str]) -> list[str]:
+    """The protocol front ends answer the in-process label / probability of the single row."""
+    problems = []
+    p = expected["single_unrounded"]
+    for path in paths:
+        status, got = request(
+            server.port, "POST", path, (PAYLOADS / PROTOCOL_PAYLOADS[path]).read_bytes()
+        )
+        if path == INVOCATIONS:
+            ok = status == 200 and got == {"predictions": [int(p > 1 - p)]}
+        else:
+            proba = got.get("outputs", [{}])[0].get("data", [0, -1]) if status == 200 else [0, -1]
+            ok = abs(proba[1] - p) <= 1e-9
+        if not ok:
+            problems.append(f"{path}: {status} {got}")
+    return problems
 
 
 # --- wrk -----------------------------------------------------------------------------------------
@@ -388,6 +417,7 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
     many = estimator.predict_proba(pd.DataFrame(batch, columns=columns))[:, 1].tolist()
     expected = {
         "single": answer(single, champion.version),
+        "single_unrounded": single,
         "batch": [answer(p, champion.version) for p in many],
     }
     return timings, expected
@@ -447,6 +477,11 @@ def stacks(uri: str, workers: int, mode: Mode, extra_env: Mapping[str, str]) -> 
         off = {**ours, "MICRO_BATCHING": "false"}
         result.append(Stack("churn-api MICRO_BATCHING=false", service, off))
     result.append(Stack("FastAPI twin", twin, env))
+    mlflow = [sys.executable, "-m", "mlflow", "models", "serve",
+              "-m", f"models:/{MODEL_NAME}@{ALIAS}", "--env-manager", "local",
+              "-h", "127.0.0.1", "-p", "{port}", "-w", str(workers)]  # fmt: skip
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # its uvicorn
+    result.append(Stack(MLFLOW, mlflow, {**env, "PATH": path}, kind="mlflow"))
     return result
 
 
@@ -463,37 +498,51 @@ def measure_stack(
     server.start()
     try:
         pss_idle = server.pss_mib()
-        checks = check_answers(server, expected)
+        protocols = [INVOCATIONS] if stack.kind == "mlflow" else []
+        if stack.name == "churn-api":
+            protocols = [INVOCATIONS, INFER]
+        problems = check_protocols(server, expected, protocols)
+        if stack.kind != "mlflow":
+            problems = [*check_answers(server, expected)["problems"], *problems]
+        checks = {"ok": not problems, "problems": problems}
         if not checks["ok"]:
             raise RuntimeError(f"{stack.name} answers wrong: {checks['problems']}")
         print(f"   first 200 after {server.startup_seconds:.2f}s; answers check out", flush=True)
-        single: dict[str, Any] = {}
-        for connections in concurrencies:
-            single[str(connections)] = run = drive(
-                server, mode, "/predict", PAYLOADS / "predict.json", connections, quiet_wait
-            )
-            print(f"   /predict c={connections}: {_short(run)}", flush=True)
-        batch = drive(
-            server,
-            mode,
-            "/predict/batch",
-            PAYLOADS / "batch-1000.json",
-            mode.batch_concurrency,
-            quiet_wait,
-        )
-        batch["rows_per_s"] = batch["rps"] * 1000
-        print(f"   /predict/batch c={mode.batch_concurrency}: {_short(batch)}", flush=True)
-        return {
+        result: dict[str, Any] = {
             "settings": {"command": stack.command, "env": stack.env},
             "other_cpu_cores_before_start": busy_before,
             "startup_seconds": server.startup_seconds,
             "pss_mib_idle": pss_idle,
-            "pss_mib_after_load": server.pss_mib(),
-            "processes": len(server.pids()),
             "checks": checks,
-            "single": single,
-            "batch_1000": batch,
         }
+        if stack.kind == "predict":
+            single: dict[str, Any] = {}
+            for connections in concurrencies:
+                single[str(connections)] = run = drive(
+                    server, mode, "/predict", PAYLOADS / "predict.json", connections, quiet_wait
+                )
+                print(f"   /predict c={connections}: {_short(run)}", flush=True)
+            result["single"] = single
+        result["protocols"] = {}
+        for path in protocols:
+            body = PAYLOADS / PROTOCOL_PAYLOADS[path]
+            result["protocols"][path] = run = drive(server, mode, path, body, HEADLINE, quiet_wait)
+            print(f"   {path} c={HEADLINE}: {_short(run)}", flush=True)
+        if stack.kind == "predict":
+            batch = drive(
+                server,
+                mode,
+                "/predict/batch",
+                PAYLOADS / "batch-1000.json",
+                mode.batch_concurrency,
+                quiet_wait,
+            )
+            batch["rows_per_s"] = batch["rps"] * 1000
+            print(f"   /predict/batch c={mode.batch_concurrency}: {_short(batch)}", flush=True)
+            result["batch_1000"] = batch
+        result["pss_mib_after_load"] = server.pss_mib()
+        result["processes"] = len(server.pids())
+        return result
     finally:
         server.stop()
 
@@ -615,9 +664,12 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, stack in stacks_.items():
-        runs = [(f"/predict c={c}", run) for c, run in stack["single"].items()]
-        runs.append((f"/predict/batch 1000 rows c={stack['batch_1000']['connections']}",
-                     stack["batch_1000"]))  # fmt: skip
+        runs = [(f"/predict c={c}", run) for c, run in stack.get("single", {}).items()]
+        runs += [(f"{path} 1 row c={run['connections']}", run)
+                 for path, run in stack.get("protocols", {}).items()]  # fmt: skip
+        if "batch_1000" in stack:
+            runs.append((f"/predict/batch 1000 rows c={stack['batch_1000']['connections']}",
+                         stack["batch_1000"]))  # fmt: skip
         for scenario, run in runs:
             rows = run.get("rows_per_s", run["rps"])
             lat = run["latency_ms"]
@@ -651,6 +703,7 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
         ("startup to first 200", ours["startup_seconds"], "<= 3 s", ours["startup_seconds"] <= 3),
         ("req/s twin vs W/t̄", base["rps"] / estimate, "(for reference)", True),
     ]  # fmt: skip
+    targets += protocol_targets(stacks_)
     if "drift_cost" in result:
         drift = result["drift_cost"]
         targets.append((
@@ -668,6 +721,32 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
     return lines
 
 
+def protocol_targets(stacks_: Mapping[str, Any]) -> list[tuple[str, float, str, bool]]:
+    """/invocations against mlflow models serve; both protocols against /predict (c=32)."""
+    ours = stacks_["churn-api"]
+    predict = ours["single"][str(HEADLINE)]
+    invocations, infer = ours["protocols"][INVOCATIONS], ours["protocols"][INFER]
+    found = [
+        ("/invocations req/s vs /predict (c=32)", invocations["rps"] / predict["rps"], ">= 0.8x",
+         invocations["rps"] >= 0.8 * predict["rps"]),
+        ("/v2 infer req/s vs /predict (c=32)", infer["rps"] / predict["rps"], ">= 0.8x",
+         infer["rps"] >= 0.8 * predict["rps"]),
+    ]  # fmt: skip
+    cpu = predict["server_cpu_us_per_request"]  # steadier than req/s when others share the CPU
+    for name, run in (("/invocations", invocations), ("/v2 infer", infer)):
+        found.append((f"{name} server CPU per request vs /predict (c=32)",
+                      run["server_cpu_us_per_request"] / cpu, "(for reference)", True))  # fmt: skip
+    if MLFLOW in stacks_:
+        theirs = stacks_[MLFLOW]["protocols"][INVOCATIONS]
+        ratio = invocations["rps"] / theirs["rps"]
+        p99 = invocations["latency_ms"]["p99"] / theirs["latency_ms"]["p99"]
+        found += [
+            ("/invocations req/s vs mlflow models serve (c=32)", ratio, ">= 10x", ratio >= 10),
+            ("/invocations p99 vs mlflow models serve (c=32)", p99, "<= 0.1x", p99 <= 0.1),
+        ]
+    return found
+
+
 def plot(result: Mapping[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -675,7 +754,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (name, stack), color in zip(result["stacks"].items(), ["C0", "C2", "C3"], strict=False):
+    measured = [(n, s) for n, s in result["stacks"].items() if "single" in s]
+    for (name, stack), color in zip(measured, ["C0", "C2", "C3"], strict=False):
         connections = [int(c) for c in stack["single"]]
         runs = list(stack["single"].values())
         for key, style in (("p50", "-"), ("p99", "--")):

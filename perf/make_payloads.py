@@ -2,6 +2,8 @@
 
 ``predict.json`` is the README's example customer. ``batch-1000.json`` holds 1000 customers drawn
 from the training generator with its own seed, so every row is contract-valid and realistic.
+``invocations.json`` (MLflow's scoring protocol, one ``dataframe_records`` row) and ``infer.json``
+(the Open Inference Protocol, one ``[1, 5]`` FP64 tensor) hold the example customer too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def main() -> None:
     PAYLOADS.mkdir(exist_ok=True)
     (PAYLOADS / "predict.json").write_text(json.dumps(EXAMPLE_CUSTOMER) + "\n")
     (PAYLOADS / "batch-1000.json").write_text(json.dumps({"instances": instances}) + "\n")
+    records = {"dataframe_records": [EXAMPLE_CUSTOMER]}
+    (PAYLOADS / "invocations.json").write_text(json.dumps(records) + "\n")
+    values = [float(EXAMPLE_CUSTOMER[name]) for name in FEATURES]
+    tensor = {"name": "features", "shape": [1, len(FEATURES)], "datatype": "FP64", "data": values}
+    (PAYLOADS / "infer.json").write_text(json.dumps({"inputs": [tensor]}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The HTTP contract, clause by clause, against the real app with a fake model (CONTRACT.md)."""
+"""The HTTP contract, clause by clause, against the real app with a fake model (docs/api.md)."""
 
 from __future__ import annotations
 

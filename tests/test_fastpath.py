@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from support import CUSTOMERS, VALID, FakeModel, champion
+from support import CUSTOMERS, VALID, BrokenModel, FakeModel, champion, row
 
 from app.fastpath import FastPredict
 from app.main import create_app
@@ -73,6 +73,18 @@ def answer(response: Any) -> tuple[int, bytes, str | None, str | None]:
 BATCH = json.dumps({"instances": CUSTOMERS}).encode()
 SINGLE = json.dumps(VALID).encode()
 JSON = {"content-type": "application/json"}
+RECORDS = json.dumps({"dataframe_records": CUSTOMERS}).encode()
+SPLIT = json.dumps(
+    {"dataframe_split": {"columns": list(VALID), "data": [list(c.values()) for c in CUSTOMERS]}}
+).encode()
+INFER = "/v2/models/churn-classifier/infer"
+TENSOR = json.dumps(
+    {
+        "id": "t-1",
+        "inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP64", "data": row(VALID)}],
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    }
+).encode()
 
 FAST = [
     pytest.param("/predict", SINGLE, JSON, id="single"),
@@ -82,6 +94,11 @@ FAST = [
     pytest.param("/predict", SINGLE, {"content-type": "application/vnd.x+json"}, id="+json"),
     pytest.param("/predict/batch", BATCH, JSON, id="batch"),
     pytest.param("/predict/batch?threshold=1", BATCH, JSON, id="batch-threshold"),
+    pytest.param("/invocations", RECORDS, JSON, id="invocations"),
+    pytest.param("/invocations", RECORDS, {}, id="invocations-no-content-type"),
+    pytest.param("/invocations", SPLIT, JSON, id="invocations-split"),
+    pytest.param(INFER, TENSOR, JSON, id="infer"),
+    pytest.param(INFER, TENSOR, {}, id="infer-no-content-type"),
 ]
 
 CROSS = {**VALID, "total_charges": 1.0}
@@ -105,6 +122,20 @@ SLOW = [
     pytest.param("/predict?other=1", SINGLE, JSON, id="other-query"),
     pytest.param(
         "/predict/batch", json.dumps({"instances": CUSTOMERS * 40}).encode(), JSON, id="413"
+    ),
+    pytest.param("/invocations", RECORDS, {"content-type": "text/csv"}, id="invocations-csv"),
+    pytest.param(
+        "/invocations", RECORDS, {"content-type": "application/json; charset=utf-8"}, id="charset"
+    ),
+    pytest.param("/invocations", b"[]", JSON, id="invocations-400"),
+    pytest.param("/invocations", RECORDS * 3, JSON, id="invocations-not-json"),
+    pytest.param("/v2/models/other/infer", TENSOR, JSON, id="infer-other-model"),
+    pytest.param(
+        "/v2/models/churn-classifier/versions/7/infer", TENSOR, JSON, id="infer-versioned"
+    ),
+    pytest.param(INFER, TENSOR.replace(b"FP64", b"BYTES"), JSON, id="infer-400"),
+    pytest.param(
+        INFER, TENSOR, {"inference-header-content-length": "9", **JSON}, id="infer-binary"
     ),
 ]
 
@@ -143,3 +174,24 @@ class TestFastPath:
         assert response.status_code == 503
         assert response.json() == {"detail": "Model not loaded"}
         assert counting.calls == 1
+
+    @pytest.mark.parametrize(
+        ("path", "body", "expected"),
+        [
+            (
+                "/invocations",
+                RECORDS,
+                {"error_code": "INTERNAL_ERROR", "message": "Internal server error"},
+            ),
+            (INFER, TENSOR, {"error": "Internal server error"}),
+        ],
+    )
+    def test_a_failing_model_runs_once_and_the_error_has_the_protocols_shape(
+        self, path: str, body: bytes, expected: dict[str, str]
+    ) -> None:
+        model = BrokenModel()
+        app = create_app(Settings(), loader=lambda _: champion(model))
+        with TestClient(app) as client:
+            response = client.post(path, content=body, headers=JSON)
+        assert (response.status_code, response.json()) == (500, expected)
+        assert model.calls == 1

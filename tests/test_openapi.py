@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,18 @@ OPERATIONS = {
     ("post", "/predict/batch"),
     ("get", "/health"),
     ("get", "/model-info"),
+    ("post", "/invocations"),
+    ("get", "/ping"),
+    ("get", "/version"),
+    ("get", "/v2/health/live"),
+    ("get", "/v2/health/ready"),
+    ("get", "/v2"),
+    ("get", "/v2/models/{name}"),
+    ("get", "/v2/models/{name}/versions/{version}"),
+    ("get", "/v2/models/{name}/ready"),
+    ("get", "/v2/models/{name}/versions/{version}/ready"),
+    ("post", "/v2/models/{name}/infer"),
+    ("post", "/v2/models/{name}/versions/{version}/infer"),
 }
 
 
@@ -44,7 +57,7 @@ def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
                 yield method, path, operation
 
 
-def test_document_is_openapi_3_1_with_the_four_operations(document: dict[str, Any]) -> None:
+def test_document_is_openapi_3_1_with_every_operation(document: dict[str, Any]) -> None:
     assert document["openapi"].startswith("3.1")
     assert {(method, path) for method, path, _ in operations(document)} >= OPERATIONS
 
@@ -113,10 +126,69 @@ def test_health_documents_503(document: dict[str, Any]) -> None:
     assert {"200", "503"} <= set(document["paths"]["/health"]["get"]["responses"])
 
 
-def test_no_operation_documents_201_or_400(document: dict[str, Any]) -> None:
+def test_no_operation_documents_201_and_only_the_protocols_document_400(
+    document: dict[str, Any],
+) -> None:
     for method, path, operation in operations(document):
         assert "201" not in operation["responses"], (method, path)
-        assert "400" not in operation["responses"], (method, path)
+        protocol = path == "/invocations" or path.endswith("/infer")
+        assert ("400" in operation["responses"]) is protocol, (method, path)
+
+
+TAGS = {"prediction", "MLflow scoring protocol", "Open Inference Protocol", "operations"}
+
+
+def test_every_operation_has_one_of_the_four_tags_and_a_human_summary(
+    document: dict[str, Any],
+) -> None:
+    seen = set()
+    for method, path, operation in operations(document):
+        (tag,) = operation["tags"]
+        seen.add(tag)
+        summary = operation["summary"]
+        assert " " in summary, (method, path, summary)  # words, not a function name
+        assert summary[0].isupper(), (method, path, summary)
+    assert seen == TAGS
+
+
+PROTOCOL_BODIES = [
+    ("/invocations", "application/json", "Invocation", "MlflowErrorBody"),
+    ("/invocations", "text/csv", None, "MlflowErrorBody"),
+    ("/v2/models/{name}/infer", "application/json", "InferRequest", "InferenceErrorBody"),
+    ("/v2/models/{name}/versions/{version}/infer", "application/json", "InferRequest",
+     "InferenceErrorBody"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "media_type", "body", "error"), PROTOCOL_BODIES)
+def test_protocol_operations_document_body_example_and_error_responses(
+    document: dict[str, Any], client: Client, path: str, media_type: str, body: str | None,
+    error: str,
+) -> None:  # fmt: skip
+    operation = document["paths"][path]["post"]
+    content = operation["requestBody"]["content"][media_type]
+
+    expected = {"$ref": f"#/components/schemas/{body}"} if body else {"type": "string"}
+    assert content["schema"] == expected
+    if body:
+        assert body in document["components"]["schemas"]
+    assert {"200", "400", "413", "415", "503"} <= set(operation["responses"])
+    assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": f"#/components/schemas/{error}"
+    }
+    # The documented example is a request the service accepts.
+    url = path.format(name="churn-classifier", version="7")
+    example = content["example"]
+    raw = example.encode() if isinstance(example, str) else json.dumps(example).encode()
+    response = client.post(url, content=raw, headers={"content-type": media_type})
+    assert response.status_code == 200, response.text
+
+
+def test_record_rows_state_the_bounds_and_allow_other_columns(document: dict[str, Any]) -> None:
+    record = schema(document, "Record")
+
+    assert record["properties"]["tenure_months"]["maximum"] == 600
+    assert record.get("additionalProperties", True) is not False
 
 
 def test_schema_page_loads_only_local_assets_and_they_are_served(client: Client) -> None:
