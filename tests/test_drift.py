@@ -226,6 +226,19 @@ def test_drift_metrics_setting() -> None:
         Settings.from_environ({"DRIFT_METRICS": "sometimes"})
 
 
+@pytest.fixture
+def own_mlflow_uris() -> Iterator[None]:
+    """Put MLflow's process-wide tracking and registry URIs back after the test (later tests
+    load ``models:/...`` URIs from the session registry without naming it)."""
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+@pytest.mark.usefixtures("own_mlflow_uris")
 def test_a_model_logged_without_profile_serves_without_drift_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
