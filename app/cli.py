@@ -1,22 +1,23 @@
 """``churn-api``: train and register a model, check the champion, or serve it with granian.
 
-``serve`` checks the settings and loads the champion once before granian starts, so a bad setting
-or a missing champion is one clear line and a non-zero exit, not a traceback per worker. Then this
-process runs granian (through :mod:`app.serve`, which first prepares the workers' shared Prometheus
-directory) and granian forks the workers from it, warm: every worker loads the champion again in
-its own lifespan, in milliseconds, sharing the imported modules' memory with this process.
+Every command reads the settings once (:func:`app.settings.load`); a bad setting, like any
+:class:`~app.errors.StartupError`, is one ``churn-api: ...`` line on stderr and exit status 1.
+``serve`` is :func:`app.serve.run`: it checks the champion once before granian starts, so a missing
+or broken champion is one clear line, not a traceback per worker, and then runs granian in this
+process, which forks the workers from it, warm.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+import msgspec
 
 from app.errors import StartupError
-from app.settings import Settings
+from app.settings import Settings, load
 from app.train import KINDS
 
 log = logging.getLogger("churn_api")
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        settings = Settings.from_environ()
+        settings = load()
         return int(args.run(settings, args))
     except StartupError as exc:
         print(f"churn-api: {exc}", file=sys.stderr)
@@ -74,87 +75,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from app import serve
 
-    workers = args.workers or settings.workers
-    options = [
-        "--interface", "asgi",
-        "--factory",
-        "--host", args.host,
-        "--port", str(args.port),
-        "--workers", str(workers),
-        "--no-ws",
-        "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
-        "--respawn-failed-workers",
-        "app.main:serve_app",
-    ]  # fmt: skip
-    # granian forks its workers from this process (the start method on Linux): whatever is loaded
-    # here is loaded in every worker too, and shared with it until written to.
-    serve.main(
-        options,
-        before_workers=lambda cleanup: _preload(settings, cleanup, check=not args.skip_check),
-    )
+    given = {"host": args.host, "port": args.port, "workers": args.workers}
+    flags = {name: value for name, value in given.items() if value is not None}
+    serve.run(msgspec.structs.replace(settings, **flags), check=not args.skip_check)
     return 0
-
-
-def _preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> None:
-    """Fetch and check the champion and import the service in the server's main process.
-
-    The champion is fetched from the registry once here (downloaded and deserialized, never run:
-    see :mod:`app.startup`) and checked in a forked child; the workers forked from this process
-    find it in memory, check it again in their lifespan (running it for the first time there) and
-    share the imported modules' memory with this process. No registry connection is pooled across
-    the fork (SQLite connections must not be shared by processes); an operator's own
-    MLFLOW_SQLALCHEMYSTORE_POOLCLASS wins. A watchdog thread then ends the server if a worker is
-    not ready within STARTUP_TIMEOUT_SECONDS.
-    """
-    import gc
-
-    from app import registry, startup
-    from app.metrics import multiprocess_dir
-
-    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-    model = registry.describe(settings)
-    if check:
-        try:
-            fetched, _ = registry.fetch_champion(settings)
-        except registry.RegistryError as exc:
-            raise StartupError(f"cannot load {model}: {exc}") from exc
-        scoring = startup.check_in_child(fetched, settings, settings.startup_timeout_seconds)
-        registry.preload(fetched, scoring)
-        model = f"{fetched.name} version {fetched.version}"
-        print(
-            f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
-            f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
-        )
-    import app.main
-
-    app.main.prebuild(settings)  # the workers share it
-
-    # The workers log JSON lines (app.observability); this process's plain handler stays here.
-    for handler in logging.root.handlers[:]:
-        logging.root.removeHandler(handler)
-    gc.collect()
-    gc.freeze()  # the collector leaves what exists now alone, so forked pages stay shared
-    sys.stdout.flush()
-    sys.stderr.flush()
-    directory = multiprocess_dir()
-    if directory:
-        startup.Watchdog(directory, settings.startup_timeout_seconds, model, cleanup).start()
-
-
-def preload_or_exit(cleanup: Callable[[], None]) -> None:
-    """``python -m app.serve`` (the container's command): the same checks as ``churn-api serve``.
-
-    A bad setting or a champion that cannot be loaded is one ``churn-api: ...`` line on stderr and
-    exit status 1, before granian starts any worker.
-    """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        _preload(Settings.from_environ(), cleanup, check=True)
-    except StartupError as exc:
-        print(f"churn-api: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def _champion_exists(settings: Settings) -> bool:
@@ -195,11 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     serve = commands.add_parser("serve", help="serve the champion with granian workers")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    serve.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: WORKERS, 2)"
-    )
+    serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: PORT, 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 2)")
     serve.add_argument(
         "--skip-check", action="store_true", help="do not load the champion before starting granian"
     )

@@ -1,14 +1,15 @@
-"""The container's ENTRYPOINT: default granian's worker count to the CPUs the container may use.
+"""The container's ENTRYPOINT: default the worker count to the CPUs the container may use.
 
-granian reads its worker count from ``GRANIAN_WORKERS`` but defaults to 1 and has no "auto". This
-sets ``GRANIAN_WORKERS`` when it is unset (or empty) to the CPUs this process may run on, capped by
-a cgroup CPU quota (``docker run --cpus 2``, a Kubernetes CPU limit), and then *replaces itself*
-with the command it was given (``os.execvp``): granian (run by :mod:`app.serve`) becomes the
-container's main process and gets SIGTERM itself; nothing of this module stays running.
+``churn-api serve`` takes its worker count from the ``WORKERS`` setting (default 2, fitting a
+laptop, not a container). This sets ``WORKERS`` when it is unset (or empty) to the CPUs this
+process may run on, capped by a cgroup CPU quota (``docker run --cpus 2``, a Kubernetes CPU
+limit), and then *replaces itself* with the command it was given (``os.execvp``): ``churn-api
+serve`` becomes the container's main process (granian's, see :mod:`app.serve`) and gets SIGTERM
+itself; nothing of this module stays running. It runs before any setting is read.
 
-    python -m app.entrypoint python -m app.serve --interface asgi --factory app.main:create_app
+    python -m app.entrypoint churn-api serve
 
-An explicit ``GRANIAN_WORKERS`` (the Kubernetes manifests set 1) is passed through untouched.
+An explicit ``WORKERS`` (the Kubernetes manifests set 1) is passed through untouched.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 CGROUP: Path = Path("/sys/fs/cgroup")
+WORKERS: Final = "WORKERS"  # the setting (app.settings) this fills in
 
 
 def available_cpus(cgroup: Path = CGROUP) -> int:
@@ -53,10 +56,10 @@ def main(argv: Sequence[str]) -> None:
     if not argv:
         print("usage: python -m app.entrypoint COMMAND [ARGS...]", file=sys.stderr)
         raise SystemExit(2)
-    if not os.environ.get("GRANIAN_WORKERS", "").strip():
+    if not os.environ.get(WORKERS, "").strip():
         workers = available_cpus()
-        os.environ["GRANIAN_WORKERS"] = str(workers)
-        print(f"entrypoint: GRANIAN_WORKERS unset, using {workers} (CPUs available)", flush=True)
+        os.environ[WORKERS] = str(workers)
+        print(f"entrypoint: {WORKERS} unset, using {workers} (CPUs available)", flush=True)
     os.execvp(argv[0], list(argv))
 
 

@@ -26,7 +26,7 @@ from app.registry import load_champion
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
 from app.routes import ROUTES
 from app.service import Service
-from app.settings import Settings
+from app.settings import Settings, load
 from app.startup import READY, forget, report
 
 log = logging.getLogger("churn_api")
@@ -35,7 +35,7 @@ Loader = Callable[[Settings], Champion | None]
 
 
 def create_app(settings: Settings | None = None, loader: Loader = load_champion) -> Litestar:
-    settings = Settings.from_environ() if settings is None else settings
+    settings = load() if settings is None else settings
 
     # Hot-swap polls the registry; a test's own loader is only asked again by /admin/reload.
     registry = loader is load_champion
@@ -44,9 +44,9 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         configure_logging()
-        metrics.forget_dead_workers()
+        directory = settings.metrics_dir
+        metrics.forget_dead_workers(directory)
         loop = asyncio.get_running_loop()
-        directory = metrics.multiprocess_dir()
         report(f"loading and checking {settings.model_name}@{settings.model_alias}", directory)
         model = loader(settings)  # before the worker takes traffic; failure stops the worker
         scorer: Scorer = Bounded(
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
             service,
             source,
             poll_seconds=settings.model_poll_seconds if registry else 0.0,
-            trigger=trigger_path() if settings.admin_token else None,
+            trigger=trigger_path(directory) if settings.admin_token else None,
         )
         if model is not None:
             log.info(
@@ -91,14 +91,14 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
             await asyncio.gather(*background, return_exceptions=True)
             scorer.close()
             metrics.TALLY.flush()
-            metrics.worker_stopped()
+            metrics.worker_stopped(directory)
 
     app = Litestar(
         route_handlers=[
             *ROUTES,
             *mlflow_protocol.ROUTES,
             *inference_protocol.ROUTES,
-            metrics.metrics_endpoint,
+            metrics.metrics_endpoint(settings.metrics_dir),
             *admin_routes(settings),
             docs.assets_router(),
         ],

@@ -1,7 +1,8 @@
 """Prometheus metrics, correct across granian's worker processes.
 
 The metrics are ``prometheus_client`` objects in multiprocess mode whenever
-``PROMETHEUS_MULTIPROC_DIR`` is set (``churn-api serve`` sets it, see :mod:`app.serve`): each
+``PROMETHEUS_MULTIPROC_DIR`` is set (``churn-api serve`` sets it, see :mod:`app.serve`; the
+functions here get it as ``settings.metrics_dir``, prometheus_client reads the variable): each
 worker writes its values to files in that directory and ``GET /metrics`` adds up the files of
 every worker, live or dead, so counters never go backwards when a worker is replaced. Without the
 variable (tests in one process) the default registry is served.
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 from litestar import Response, get
+from litestar.handlers import HTTPRouteHandler
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -237,13 +239,9 @@ def reload_outcome(outcome: str) -> None:
     MODEL_RELOADS.labels(outcome).inc()
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-def render() -> bytes:
-    """The exposition text: every worker's files in multiprocess mode, else this process."""
-    path = multiprocess_dir()
+def render(path: str | None) -> bytes:
+    """The exposition text: every worker's files in ``path`` (multiprocess mode), else this
+    process's metrics."""
     if path is None:
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
@@ -251,7 +249,7 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
-def forget_dead_workers() -> list[int]:
+def forget_dead_workers(path: str | None) -> list[int]:
     """Drop the live-gauge files of worker processes that no longer exist.
 
     A worker that stops gracefully does this for itself (:func:`worker_stopped`); one that was
@@ -259,7 +257,6 @@ def forget_dead_workers() -> list[int]:
     the new one cleans up after it). Counter and histogram files of dead workers stay: their counts
     are part of the totals.
     """
-    path = multiprocess_dir()
     if path is None:
         return []
     dead = []
@@ -270,8 +267,7 @@ def forget_dead_workers() -> list[int]:
     return dead
 
 
-def worker_stopped() -> None:
-    path = multiprocess_dir()
+def worker_stopped(path: str | None) -> None:
     if path is not None:
         multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
 
@@ -300,8 +296,12 @@ TALLY: Final = Tally()
 """The worker's tally (metrics are process-global in prometheus_client too)."""
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint() -> Response[bytes]:
-    """Prometheus exposition of every worker's metrics."""
-    TALLY.flush()
-    return Response(render(), media_type=_CONTENT_TYPE)
+def metrics_endpoint(path: str | None) -> HTTPRouteHandler:
+    """``GET /metrics``: Prometheus exposition of every worker's metrics (files in ``path``)."""
+
+    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        TALLY.flush()
+        return Response(render(path), media_type=_CONTENT_TYPE)
+
+    return metrics

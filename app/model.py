@@ -11,17 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
+from app.arrays import Rows as Rows
+from app.arrays import Scores as Scores
 from app.errors import StartupError
 from app.profile import Profile
 from app.schemas import FEATURES
 
 log = logging.getLogger("churn_api")
-
-Rows = npt.NDArray[np.float64]
-Scores = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

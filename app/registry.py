@@ -14,11 +14,10 @@ alias has moved since.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
@@ -27,14 +26,6 @@ from app.model import Champion, Rows, champion_from_estimator
 from app.profile import Profile
 from app.schemas import FEATURES
 from app.settings import Settings
-
-# Without these MLflow's HTTP client retries an unreachable registry for minutes; the contract
-# wants a failed start within 30 seconds. An operator's own values win.
-_MLFLOW_HTTP_DEFAULTS: Final = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-}
 
 
 class RegistryError(Exception):
@@ -205,8 +196,7 @@ def reason(exc: BaseException) -> str:
 
 
 def _client(settings: Settings) -> Any:
-    for name, value in _MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    # MLflow's HTTP retries are settings too, handed to MLflow by app.settings.load at startup.
     import mlflow
     from mlflow import MlflowClient
 

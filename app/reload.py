@@ -186,9 +186,8 @@ class Reloader:
                 await self.check(force=requested)
 
 
-def trigger_path() -> Path | None:
+def trigger_path(directory: str | None) -> Path | None:
     """The reload trigger in the server's shared metrics directory, when there is one."""
-    directory = metrics.multiprocess_dir()
     return Path(directory) / TRIGGER_NAME if directory else None
 
 

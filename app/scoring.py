@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from app.model import Rows, Scores
+from app.arrays import Rows, Scores
 from app.schemas import FEATURES
 
 # Contract-valid rows at the edges of the contract, scored by every proof.

@@ -1,18 +1,18 @@
-"""``python -m app.serve GRANIAN-OPTIONS... app.main:create_app``: granian with shared metrics.
+"""``churn-api serve``: the one way to start the server, on a laptop, in the image and in the tests.
 
-Prometheus' multiprocess mode needs one directory shared by all worker processes of a server,
-named by ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports ``prometheus_client``, and empty
-when the server starts. This process prepares it and then runs granian's own command line in
-itself (the workers are its children and inherit the variable):
+:func:`run` owns everything between the settings and granian's workers, in this order:
 
-* ``PROMETHEUS_MULTIPROC_DIR`` unset: a private directory is created and removed again when granian
-  exits (also after SIGTERM or SIGINT, which granian turns into a graceful stop);
-* set by the operator: the directory is created if missing and its ``*.db`` files (a previous
-  run's) are deleted; nothing else in it is touched.
-
-``churn-api serve`` calls :func:`main` in its own process (and preloads the service there, after
-the directory is set, so the workers fork warm); the container image runs this module directly,
-which does the same checks and preload (:func:`app.cli.preload_or_exit`).
+1. **The workers' shared metrics directory.** prometheus_client's multiprocess mode needs one
+   directory shared by all worker processes of a server, named by ``PROMETHEUS_MULTIPROC_DIR``
+   before any worker imports prometheus_client, and empty when the server starts. With
+   ``PROMETHEUS_MULTIPROC_DIR`` unset a private directory is made and removed again when granian
+   exits (also after SIGTERM or SIGINT, which granian turns into a graceful stop); an operator's
+   directory is created if missing and its ``*.db`` files (a previous run's) are deleted, nothing
+   else in it is touched. The variable is then set for prometheus_client and the workers.
+2. **The preload** (:func:`preload`): the champion fetched and checked once, the app built, the
+   garbage collector frozen, so the workers fork warm; then the startup watchdog.
+3. **granian's options** (:func:`granian_options`), run by granian's own command line in this
+   process: granian forks its workers from it, and its main process is this one.
 """
 
 from __future__ import annotations
@@ -21,54 +21,111 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import Final
 
-VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+import msgspec
 
+from app.errors import StartupError
+from app.settings import Settings
 
-def prepare(environ: MutableMapping[str, str]) -> Path | None:
-    """Make the shared directory ready; returns it if it is private (to remove it afterwards)."""
-    given = environ.get(VARIABLE, "").strip()
-    if not given:
-        private = Path(tempfile.mkdtemp(prefix="churn-api-metrics-"))
-        environ[VARIABLE] = str(private)
-        return private
-    directory = Path(given)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink(missing_ok=True)
-    return None
+VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    before_workers: Callable[[Callable[[], None]], None] | None = None,
-) -> None:
-    """granian's command line (``argv``, default ``sys.argv[1:]``) with the metrics directory set.
+def granian_options(settings: Settings) -> list[str]:
+    """granian's command line for ``settings``: the only place granian's options are written."""
+    return [
+        "--interface", "asgi",
+        "--factory",
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--workers", str(settings.workers),
+        "--no-ws",
+        "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
+        "--respawn-failed-workers",  # a killed worker is replaced while the others answer
+        "app.main:serve_app",  # the app prebuilt by preload(), shared with the workers
+    ]  # fmt: skip
 
-    ``before_workers`` runs in this process once the directory is set and before granian forks
-    its workers (``churn-api serve`` fetches the champion there, so the workers start warm); it is
-    given the function that removes a private directory, for an exit that skips ``finally``.
-    """
-    private = prepare(os.environ)
+
+def prepare(configured: str | None, environ: MutableMapping[str, str]) -> tuple[str, Path | None]:
+    """Make the shared directory ready and name it in ``environ`` for prometheus_client and the
+    workers; returns it, and the private directory to remove afterwards (None: the operator's)."""
+    if configured:
+        directory, private = Path(configured), None
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        directory = private = Path(tempfile.mkdtemp(prefix="churn-api-metrics-"))
+    environ[VARIABLE] = str(directory)
+    return str(directory), private
+
+
+def run(settings: Settings, *, check: bool = True) -> None:
+    """Serve ``settings``' champion with granian until granian exits."""
+    directory, private = prepare(settings.metrics_dir, os.environ)
+    settings = msgspec.structs.replace(settings, metrics_dir=directory)
 
     def cleanup() -> None:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
 
     try:
-        if before_workers is not None:
-            before_workers(cleanup)
+        # granian forks its workers from this process (the start method on Linux): whatever is
+        # loaded here is loaded in every worker too, and shared with it until written to.
+        preload(settings, cleanup, check=check)
         from granian.cli import entrypoint
 
-        sys.argv[:] = ["granian", *(sys.argv[1:] if argv is None else argv)]
+        sys.argv[:] = ["granian", *granian_options(settings)]
         entrypoint()  # type: ignore[no-untyped-call]
     finally:
         cleanup()
 
 
-if __name__ == "__main__":
-    from app.cli import preload_or_exit
+def preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> None:
+    """Fetch and check the champion and import the service in the server's main process.
 
-    main(before_workers=preload_or_exit)
+    The champion is fetched from the registry once here (downloaded and deserialized, never run:
+    see :mod:`app.startup`) and checked in a forked child; the workers forked from this process
+    find it in memory, check it again in their lifespan (running it for the first time there) and
+    share the imported modules' memory with this process. No registry connection is pooled across
+    the fork (SQLite connections must not be shared by processes); an operator's own
+    MLFLOW_SQLALCHEMYSTORE_POOLCLASS wins. A watchdog thread then ends the server if a worker is
+    not ready within STARTUP_TIMEOUT_SECONDS (``cleanup`` removes a private metrics directory
+    then, as that exit skips ``finally``).
+    """
+    import gc
+    import logging
+
+    from app import registry, startup
+
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")  # MLflow's own
+    model = registry.describe(settings)
+    if check:
+        try:
+            fetched, _ = registry.fetch_champion(settings)
+        except registry.RegistryError as exc:
+            raise StartupError(f"cannot load {model}: {exc}") from exc
+        scoring = startup.check_in_child(fetched, settings, settings.startup_timeout_seconds)
+        registry.preload(fetched, scoring)
+        model = f"{fetched.name} version {fetched.version}"
+        print(
+            f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
+            f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
+        )
+    import app.main
+
+    app.main.prebuild(settings)  # the workers share it
+
+    # The workers log JSON lines (app.observability); this process's plain handler stays here.
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
+    gc.collect()
+    gc.freeze()  # the collector leaves what exists now alone, so forked pages stay shared
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if settings.metrics_dir:
+        startup.Watchdog(
+            settings.metrics_dir, settings.startup_timeout_seconds, model, cleanup
+        ).start()

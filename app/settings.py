@@ -1,147 +1,136 @@
-"""Settings, read once from the environment and checked before anything starts.
+"""Settings: each one declared once, as a field of :class:`Settings`, and read once at startup.
 
-A malformed or out-of-range value raises :class:`~app.errors.StartupError` naming the variable, so
-the service stops with one clear line instead of failing on the first request. Tests pass an
-``environ`` mapping instead of patching ``os.environ``.
+A field is the whole declaration: its variable is the field's name in upper case (or the ``name``
+of its ``msgspec.field``), then its default, its bounds (``msgspec.Meta`` on the type) and its
+docstring, the meaning that README's and docs/operations.md's settings tables are tested against.
+Adding a setting is adding a field (and its table row)::
+
+    drain_seconds: Annotated[float, Meta(ge=0.0, le=60.0)] = 5.0
+    \"\"\"how long a stopping worker keeps answering\"\"\"
+
+A value outside its declaration raises :class:`~app.errors.StartupError` naming the variable
+however the ``Settings`` is made: from strings (:meth:`Settings.from_environ`, converted with
+``msgspec.convert(..., strict=False)``) or directly (``Settings(workers=0)``). A
+:data:`~app.declared.Secret` never appears in a repr or an error. :func:`load` is the process's
+one read of ``os.environ``; tests pass an ``environ`` mapping instead of patching it. How a field
+is read and checked is :mod:`app.declared`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import Final, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
 
 import msgspec
+from msgspec import Meta
 
+from app import declared as declaration
+from app.declared import Declared, Exported, Secret, Text
 from app.errors import StartupError
 from app.schemas import MAX_BATCH
 
-DEFAULT_TRACKING_URI: Final = "sqlite:///mlflow.db"
+# Variables that used to set what a setting sets now: refused, so an old deployment is not
+# silently served with another value.
+RETIRED: Final = {"GRANIAN_WORKERS": "WORKERS", "GRANIAN_HOST": "HOST", "GRANIAN_PORT": "PORT"}
 
-T = TypeVar("T")
 
-
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    tracking_uri: str = DEFAULT_TRACKING_URI
-    """MLFLOW_TRACKING_URI: where the registry is (also used as the registry URI)."""
-    model_name: str = "churn-classifier"
-    """MODEL_NAME: the registered model's name."""
-    model_alias: str = "champion"
-    """MODEL_ALIAS: the alias whose version the service serves."""
-    decision_threshold: float = 0.5
-    """DECISION_THRESHOLD: default threshold on P(churn) for ``churn_label``, in [0, 1]."""
-    max_body_bytes: int = 1_048_576
-    """MAX_BODY_BYTES: largest request body accepted; larger ones get 413."""
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    tracking_uri: Text = msgspec.field(default="sqlite:///mlflow.db", name="MLFLOW_TRACKING_URI")
+    """where the registry is (also the registry URI)"""
+    model_name: Text = "churn-classifier"
+    """registered model name"""
+    model_alias: Text = "champion"
+    """alias the service serves"""
+    decision_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    """default threshold on P(churn) for `churn_label`"""
+    max_body_bytes: Annotated[int, Meta(ge=1, le=1 << 30)] = 1_048_576
+    """largest request body accepted (413 beyond)"""
     micro_batching: bool = True
-    """MICRO_BATCHING: score concurrent requests of a worker together in one model call."""
-    max_batch_rows: int = 2048
-    """MAX_BATCH_ROWS: most rows one micro-batched model call takes (a request is never split)."""
-    workers: int = 2
-    """WORKERS: granian worker processes started by ``churn-api serve``."""
+    """score a worker's concurrent requests together in one model call; `false`: one call per
+    request in a thread pool"""
+    max_batch_rows: Annotated[int, Meta(ge=1, le=1 << 20)] = 2048
+    """most rows one micro-batched model call takes (a request is never split)"""
+    model_threads: Annotated[int, Meta(ge=1, le=256)] = 1
+    """native threads (OpenMP, BLAS) one model call may use in a worker; with one worker per CPU,
+    more only oversubscribes the CPUs"""
+    host: Text = "127.0.0.1"
+    """address `churn-api serve` binds (`--host` overrides; the image sets `0.0.0.0`)"""
+    port: Annotated[int, Meta(ge=1, le=65_535)] = 8000
+    """port `churn-api serve` binds (`--port` overrides)"""
+    workers: Annotated[int, Meta(ge=1, le=256)] = 2
+    """granian worker processes of `churn-api serve` (`--workers` overrides; unset in the image:
+    the CPUs the container may use)"""
+    mlflow_http_request_max_retries: Annotated[int, Meta(ge=0, le=100, extra=Exported)] = 2
+    """MLflow's own variable: retries of a failed registry request (MLflow's default, 7, makes an
+    unreachable registry take minutes to fail a start)"""
+    mlflow_http_request_backoff_factor: Annotated[int, Meta(ge=0, le=120, extra=Exported)] = 1
+    """MLflow's own variable: back-off before a retry, in seconds, doubled on each retry"""
+    mlflow_http_request_timeout: Annotated[int, Meta(ge=1, le=3600, extra=Exported)] = 5
+    """MLflow's own variable: seconds one registry request may take"""
     access_log: bool = True
-    """ACCESS_LOG: one JSON line per request on stderr (method, path, status, duration, ids)."""
-    model_poll_seconds: float = 30.0
-    """MODEL_POLL_SECONDS: how often each worker checks whether the alias moved; 0 turns it off."""
-    admin_token: str | None = None
-    """ADMIN_TOKEN: bearer token for ``POST /admin/reload`` (at least 16 characters); unset, the
-    endpoint does not exist."""
-    max_queued_rows: int = 4096
-    """MAX_QUEUED_ROWS: rows a worker may hold waiting or being scored; beyond it 503 at once."""
-    request_timeout_seconds: float = 10.0
-    """REQUEST_TIMEOUT_SECONDS: a request not answering by then gets 503 at once; 0 turns it off."""
-    model_threads: int = 1
-    """MODEL_THREADS: native threads (OpenMP, BLAS) one model call may use in a worker; with one
-    worker per CPU, more only oversubscribes the CPUs."""
-    startup_timeout_seconds: float = 60.0
-    """STARTUP_TIMEOUT_SECONDS: a worker not ready by then (or a champion check not done) stops
-    ``churn-api serve`` with exit status 1 and one line naming the model and the stuck stage."""
+    """one JSON access line per request on stderr"""
+    model_poll_seconds: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 30.0
+    """how often each worker checks whether the alias moved; `0` turns polling off"""
+    admin_token: Secret | None = None
+    """bearer token of `POST /admin/reload`; unset, the endpoint does not exist. Compared in
+    constant time, never logged"""
+    max_queued_rows: Annotated[int, Meta(ge=MAX_BATCH, le=1 << 24)] = 4096
+    """rows a worker may hold waiting or being scored (at least one full batch); beyond it 503 at
+    once"""
+    request_timeout_seconds: Annotated[float, Meta(ge=0.0, le=3600.0)] = 10.0
+    """a request that has not started its answer by then gets 503; `0` turns it off"""
+    startup_timeout_seconds: Annotated[float, Meta(ge=1.0, le=3600.0)] = 60.0
+    """the champion check in `churn-api serve`'s child process, and every worker's startup, must
+    finish by then; otherwise the server stops with exit status 1 and one line such as `churn-api:
+    worker 4242 not ready after 60s (STARTUP_TIMEOUT_SECONDS), stuck in loading and checking
+    churn-classifier@champion, serving churn-classifier version 3; stopping`"""
+    metrics_dir: Text | None = msgspec.field(default=None, name="PROMETHEUS_MULTIPROC_DIR")
+    """the workers' shared metrics directory (see Metrics); unset, `churn-api serve` makes a
+    private temporary one"""
+
     drift_metrics: bool = True
-    """DRIFT_METRICS: count scored rows per reference bin of each feature (app.drift)."""
+    """count every scored row in its reference bin of each feature (feature drift); `false` turns
+    it off"""
+
+    def __post_init__(self) -> None:
+        declaration.check(self)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value}" for name, value in declaration.shown(self))
+        return f"Settings({shown})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(declaration.shown(self))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every declared variable of ``environ`` (default ``os.environ``); unset or empty: the
+        default."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
-        return cls(
-            tracking_uri=reader.text("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-            model_name=reader.text("MODEL_NAME", "churn-classifier"),
-            model_alias=reader.text("MODEL_ALIAS", "champion"),
-            decision_threshold=reader.number("DECISION_THRESHOLD", 0.5, low=0.0, high=1.0),
-            max_body_bytes=reader.integer("MAX_BODY_BYTES", 1_048_576, low=1, high=1 << 30),
-            micro_batching=reader.flag("MICRO_BATCHING", True),
-            max_batch_rows=reader.integer("MAX_BATCH_ROWS", 2048, low=1, high=1 << 20),
-            workers=reader.integer("WORKERS", 2, low=1, high=256),
-            access_log=reader.flag("ACCESS_LOG", True),
-            model_poll_seconds=reader.number("MODEL_POLL_SECONDS", 30.0, low=0.0, high=86_400.0),
-            admin_token=reader.secret("ADMIN_TOKEN", min_chars=16),
-            max_queued_rows=reader.integer("MAX_QUEUED_ROWS", 4096, low=MAX_BATCH, high=1 << 24),
-            request_timeout_seconds=reader.number(
-                "REQUEST_TIMEOUT_SECONDS", 10.0, low=0.0, high=3600.0
-            ),
-            model_threads=reader.integer("MODEL_THREADS", 1, low=1, high=256),
-            startup_timeout_seconds=reader.number(
-                "STARTUP_TIMEOUT_SECONDS", 60.0, low=1.0, high=3600.0
-            ),
-            drift_metrics=reader.flag("DRIFT_METRICS", True),
-        )
+        for old, new in RETIRED.items():
+            if env.get(old, "").strip():
+                raise StartupError(f"setting {old} is no longer read: set {new} instead")
+        return cls(**declaration.read(cls, env))
+
+    def exported(self) -> dict[str, str]:
+        """The variables a library reads itself (:data:`~app.declared.Exported`), as it reads
+        them."""
+        return {f.env: str(getattr(self, f.name)) for f in declared() if f.exported}
 
 
-class _Reader:
-    """Casts one variable at a time and fails loudly with its name."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def _get(self, name: str, default: T, cast: Callable[[str], T], expected: str) -> T:
-        raw = self._environ.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return cast(raw.strip())
-        except (ValueError, msgspec.ValidationError):
-            raise StartupError(f"setting {name} must be {expected}, got {raw!r}") from None
-
-    def text(self, name: str, default: str) -> str:
-        return self._get(name, default, str, "a non-empty string")
-
-    def number(self, name: str, default: float, *, low: float, high: float) -> float:
-        expected = f"a number in [{low:g}, {high:g}]"
-        return self._get(name, default, _bounded(float, low, high), expected)
-
-    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
-        expected = f"an integer in [{low}, {high}]"
-        return self._get(name, default, _bounded(int, low, high), expected)
-
-    def secret(self, name: str, *, min_chars: int) -> str | None:
-        """An optional token: unset means None; set, it must be long and free of whitespace."""
-        raw = self._environ.get(name)
-        if raw is None or raw == "":
-            return None
-        if len(raw) < min_chars or any(c.isspace() or not c.isprintable() for c in raw):
-            raise StartupError(  # never echo the value: it is a secret
-                f"setting {name} must be at least {min_chars} printable characters "
-                "without whitespace"
-            )
-        return raw
-
-    def flag(self, name: str, default: bool) -> bool:
-        return self._get(name, default, _flag, "one of true/false/1/0/yes/no/on/off")
+def declared() -> tuple[Declared, ...]:
+    """The settings in declaration order."""
+    return declaration.fields(Settings)
 
 
-def _bounded(kind: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
-    def cast(raw: str) -> T:
-        value = kind(raw)
-        if not low <= value <= high:  # type: ignore[operator]  # NaN fails this too
-            raise ValueError(raw)
-        return value
+def load() -> Settings:
+    """This process's settings: the one read of ``os.environ``, at startup.
 
-    return cast
-
-
-def _flag(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(raw)
+    MLflow reads its own HTTP variables from ``os.environ`` on every request; they are written
+    back once here (an operator's values were read into the settings and are kept), so an
+    unreachable registry fails a start within seconds instead of retrying for minutes.
+    """
+    settings = Settings.from_environ(os.environ)
+    os.environ.update(settings.exported())
+    return settings

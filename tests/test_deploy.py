@@ -5,14 +5,14 @@
 * the manifests agree with each other, with the image and with the service (selectors, ports,
   probe paths, security context, one worker per pod, settings that the service accepts);
 * hadolint reports nothing above "info" on the Containerfile;
-* ``app.entrypoint`` sizes granian's workers from the CPUs the container may use.
+* ``app.entrypoint`` sizes the worker count (``WORKERS``) from the CPUs the container may use, and
+  the image's command is ``churn-api serve``.
 
 ``nox -s container`` builds and runs the image itself (it needs a container engine).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -29,7 +29,7 @@ import yaml
 
 from app import entrypoint
 from app.errors import StartupError
-from app.settings import Settings
+from app.settings import Settings, declared
 
 ROOT = Path(__file__).resolve().parents[1]
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
@@ -123,7 +123,8 @@ def test_kustomization_lists_every_manifest_and_only_those() -> None:
 
 
 def test_one_worker_per_pod(rendered: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
-    assert rendered["ConfigMap"]["data"]["GRANIAN_WORKERS"] == "1"
+    assert rendered["ConfigMap"]["data"]["WORKERS"] == "1"
+    assert Settings.from_environ(rendered["ConfigMap"]["data"]).workers == 1
     assert {"configMapRef": {"name": rendered["ConfigMap"]["metadata"]["name"]}} in container[
         "envFrom"
     ]
@@ -135,8 +136,8 @@ def test_configmap_settings_are_accepted_by_the_service(
     data = rendered["ConfigMap"]["data"]
     settings = Settings.from_environ(data)  # a bad value raises StartupError naming it
     assert settings.tracking_uri.startswith("http")
-    known = set(re.findall(r'"([A-Z][A-Z_]+)"', inspect.getsource(Settings.from_environ)))
-    unknown = {k for k in data if k not in known and not k.startswith("GRANIAN_")}
+    known = {setting.env for setting in declared()}
+    unknown = {k for k in data if k not in known}
     assert not unknown, f"ConfigMap keys the service does not read: {unknown}"
 
 
@@ -277,6 +278,7 @@ def test_containerfile_shape() -> None:
     command = [*json.loads(entry[1]), *json.loads(cmd[1])]  # exec form: no shell in between
     assert "sh" not in {Path(part).name for part in command}
     assert "train" not in command
+    assert json.loads(cmd[1]) == ["churn-api", "serve"]  # the one way to start, as on a laptop
     for label in ("source", "version", "licenses"):
         assert f"org.opencontainers.image.{label}=" in text
 
@@ -328,7 +330,7 @@ def test_cpus_without_any_cgroup_files(cgroup: Path) -> None:
 def exec_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     monkeypatch.setattr(os, "execvp", lambda file, args: calls.append(list(args)))
-    monkeypatch.delenv("GRANIAN_WORKERS", raising=False)
+    monkeypatch.delenv("WORKERS", raising=False)
     return calls
 
 
@@ -336,18 +338,23 @@ def test_entrypoint_fills_in_the_worker_count_and_execs(
     exec_calls: list[list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(entrypoint, "available_cpus", lambda: 3)
-    entrypoint.main(["granian", "app.main:create_app"])
-    assert os.environ["GRANIAN_WORKERS"] == "3"
-    assert exec_calls == [["granian", "app.main:create_app"]]
+    entrypoint.main(["churn-api", "serve"])
+    assert os.environ["WORKERS"] == "3"
+    assert exec_calls == [["churn-api", "serve"]]
 
 
 def test_entrypoint_keeps_an_explicit_worker_count(
     exec_calls: list[list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GRANIAN_WORKERS", "1")
-    entrypoint.main(["granian"])
-    assert os.environ["GRANIAN_WORKERS"] == "1"
-    assert exec_calls == [["granian"]]
+    monkeypatch.setenv("WORKERS", "1")
+    entrypoint.main(["churn-api"])
+    assert os.environ["WORKERS"] == "1"
+    assert exec_calls == [["churn-api"]]
+
+
+def test_entrypoint_fills_in_the_worker_setting() -> None:
+    workers = next(s for s in declared() if s.name == "workers")
+    assert workers.env == entrypoint.WORKERS
 
 
 def test_entrypoint_without_a_command_is_a_usage_error() -> None:
@@ -360,8 +367,8 @@ def test_entrypoint_runs_as_a_module() -> None:
     """``python -m app.entrypoint CMD`` really replaces itself with CMD."""
     result = subprocess.run(
         [sys.executable, "-m", "app.entrypoint", sys.executable, "-c",
-         "import os; print(os.environ['GRANIAN_WORKERS'])"],
-        env={**os.environ, "GRANIAN_WORKERS": "", "PYTHONPATH": str(ROOT)},
+         "import os; print(os.environ['WORKERS'])"],
+        env={**os.environ, "WORKERS": "", "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = result.stdout.split()

@@ -269,6 +269,7 @@ def test_triton_infer_equals_in_process_predict_proba(
     import pandas as pd
 
     rows = np.array([row(c) for c in CUSTOMERS], dtype=np.float64)
+    mlflow.set_registry_uri(registry.uri)  # other tests of this process point MLflow elsewhere
     estimator = mlflow.sklearn.load_model(f"models:/{registry.name}/{registry.version}")
     frame = pd.DataFrame(CUSTOMERS, columns=list(FEATURES))
 

@@ -412,11 +412,11 @@ class TestLoaderSource:
 class TestMetricsDirectory:
     def test_unset_makes_a_private_directory(self) -> None:
         environ: dict[str, str] = {}
-        private = serve.prepare(environ)
+        directory, private = serve.prepare(None, environ)
         try:
             assert private is not None
             assert private.is_dir()
-            assert environ["PROMETHEUS_MULTIPROC_DIR"] == str(private)
+            assert environ["PROMETHEUS_MULTIPROC_DIR"] == str(private) == directory
         finally:
             if private is not None:
                 private.rmdir()
@@ -425,17 +425,16 @@ class TestMetricsDirectory:
         self, tmp_path: Path
     ) -> None:
         directory = tmp_path / "metrics"
-        assert serve.prepare({"PROMETHEUS_MULTIPROC_DIR": str(directory)}) is None
+        environ: dict[str, str] = {}
+        assert serve.prepare(str(directory), environ) == (str(directory), None)
         assert directory.is_dir()
+        assert environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
         (directory / "counter_123.db").write_bytes(b"old")
         (directory / "keep.txt").write_text("not ours")
-        assert serve.prepare({"PROMETHEUS_MULTIPROC_DIR": str(directory)}) is None
+        assert serve.prepare(str(directory), environ) == (str(directory), None)
         assert sorted(path.name for path in directory.iterdir()) == ["keep.txt"]
 
-    def test_live_gauge_files_of_dead_workers_are_removed(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    def test_live_gauge_files_of_dead_workers_are_removed(self, tmp_path: Path) -> None:
         dead = _dead_pid()
         for name in [
             f"gauge_livesum_{dead}.db",
@@ -444,7 +443,7 @@ class TestMetricsDirectory:
             f"gauge_livesum_{os.getppid()}.db",
         ]:
             (tmp_path / name).write_bytes(b"")
-        assert metrics.forget_dead_workers() == [dead]
+        assert metrics.forget_dead_workers(str(tmp_path)) == [dead]
         assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
             [f"counter_{dead}.db", f"gauge_livesum_{os.getppid()}.db"]
         )

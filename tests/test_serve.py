@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,11 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Registry, Server
-from support import CUSTOMERS, VALID, free_port, running_server, serve_command, stop
+from support import (
+    CUSTOMERS,
+    SERVER_START_SECONDS,
+    VALID,
+    free_port,
+    running_server,
+    serve_command,
+    stop,
+    wait_until_healthy,
+)
+
+from app.entrypoint import available_cpus
 
 pytestmark = pytest.mark.e2e
 
 STARTUP_FAILURE_SECONDS = 30.0
+CONTAINERFILE = Path(__file__).resolve().parents[1] / "Containerfile"
 
 
 @pytest.fixture
@@ -132,21 +145,34 @@ def test_errors_are_json_and_reveal_no_versions(http: httpx.Client) -> None:
         assert not any(ch.isdigit() for ch in server_header), server_header
 
 
-# The container's command: granian's own options through app.serve, no ``churn-api serve``.
 def container_command(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "app.serve", "--interface", "asgi", "--factory", "--no-ws",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "app.main:create_app",
-    ]  # fmt: skip
+    """The image's ENTRYPOINT and CMD as the Containerfile writes them, run with this venv's
+    interpreter and scripts; it binds where the HOST and PORT settings say (see ``run_serve``)."""
+    text = CONTAINERFILE.read_text()
+    entry, cmd = (
+        re.search(rf"^{word} (\[.*\])$", text, re.MULTILINE) for word in ("ENTRYPOINT", "CMD")
+    )
+    assert entry is not None
+    assert cmd is not None
+    interpreter, *entrypoint = json.loads(entry[1])
+    script, *arguments = json.loads(cmd[1])
+    assert Path(interpreter).name == "python"
+    return [sys.executable, *entrypoint, str(Path(sys.executable).with_name(script)), *arguments]
+
+
+def loopback(env: dict[str, str], port: int) -> dict[str, str]:
+    """``env`` with the image's HOST/PORT settings pointed at a loopback port."""
+    return {**env, "HOST": "127.0.0.1", "PORT": str(port)}
 
 
 def run_serve(
     env: dict[str, str], cwd: Path, command: Callable[[int], list[str]] = serve_command
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
+    port = free_port()
     result = subprocess.run(
-        command(free_port()),
-        env=env,
+        command(port),
+        env=loopback(env, port),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -218,3 +244,31 @@ def test_sigterm_stops_the_server_and_its_workers(registry: Registry, tmp_path: 
     assert not any(alive(pid) for pid in workers)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=2.0)
+
+
+def test_the_container_command_serves_with_a_worker_per_cpu_and_stops_on_sigterm(
+    registry: Registry, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = loopback(registry.environ(), port)
+    env.pop("WORKERS", None)  # as in the image: app.entrypoint fills it in
+    log = tmp_path / "container-command.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            container_command(port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log, SERVER_START_SECONDS)
+        workers = worker_pids(process.pid)  # the entrypoint exec'd: this is granian's main process
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=VALID)
+    finally:
+        code = stop(process)
+
+    assert len(workers) == available_cpus()
+    assert answer.status_code == 200
+    assert answer.json()["model_version"] == registry.version
+    assert code == 0
+    output = log.read_text()
+    assert f"WORKERS unset, using {available_cpus()}" in output
+    assert "is version" in output  # churn-api serve checked the champion before granian started

@@ -12,8 +12,10 @@ Run by ``nox -s container`` (not by pytest: it needs a container engine and take
    ``/livez`` 200, predictions equal to what the same registry version gives in this process,
    ``/model-info`` naming that version, no process running as root, the image's HEALTHCHECK passing,
    the image under 500 MB; measure startup, memory per process and the mean request time;
-4. stop the container (SIGTERM) and check that granian shut down gracefully, exit code 0;
-5. stop the MLflow server and check that a fresh container exits non-zero within 30 s with a
+4. SIGKILL one worker inside the container and check that granian respawns it
+   (``--respawn-failed-workers``, passed by ``churn-api serve``) and the server answers again;
+5. stop the container (SIGTERM) and check that granian shut down gracefully, exit code 0;
+6. stop the MLflow server and check that a fresh container exits non-zero within 30 s with a
    message naming what it could not load.
 
 Prints each check as it goes and a summary of the figures at the end; exits 1 on the first failure.
@@ -86,7 +88,8 @@ for pid in sorted(int(p) for p in os.listdir('/proc') if p.isdigit()):
     except OSError:
         continue
     kib = lambda d, k: int(d.get(k, '0 kB').split()[0])
-    rows.append({'pid': pid, 'uid': int(status['Uid'].split()[0]), 'cmd': cmd,
+    rows.append({'pid': pid, 'ppid': int(status['PPid']), 'uid': int(status['Uid'].split()[0]),
+                 'cmd': cmd,
                  'rss_kib': kib(roll, 'Rss'), 'pss_kib': kib(roll, 'Pss')})
 print(json.dumps(rows))
 """
@@ -282,7 +285,7 @@ def serve_checks(engine: Engine, name: str, port: int, tracking_uri: str, report
         "--read-only", "--tmpfs", "/tmp",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "-e", f"MLFLOW_TRACKING_URI={tracking_uri}",
-        "-e", f"GRANIAN_PORT={port}",
+        "-e", f"PORT={port}",
         IMAGE,
         capture=True,
     )  # fmt: skip
@@ -336,15 +339,14 @@ def serve_checks(engine: Engine, name: str, port: int, tracking_uri: str, report
     probe = engine.run("exec", name, *command, capture=True, check=False)
     report.check(probe.returncode == 0, "the image's HEALTHCHECK command passes", probe.stderr)
 
-    processes = json.loads(
-        engine.run("exec", name, "python", "-c", _PROCESSES, capture=True).stdout
-    )
-    processes = [p for p in processes if "/proc" not in p["cmd"]]  # not the lister itself
+    processes = container_processes(engine, name)
     roots = [p for p in processes if p["uid"] == 0]
     report.check(not roots, "no process in the container runs as root", str(roots))
     pid1 = next(p for p in processes if p["pid"] == 1)
-    report.check("app.serve" in pid1["cmd"], f"PID 1 is granian (via app.serve): {pid1['cmd']}")
-    workers = [p for p in processes if p["pid"] != 1]
+    report.check(
+        "churn-api serve" in pid1["cmd"], f"PID 1 is granian (via churn-api serve): {pid1['cmd']}"
+    )
+    workers = [p for p in processes if p["ppid"] == 1]  # granian's workers
     report.figure(
         "processes (uid, PSS)",
         ", ".join(f"pid {p['pid']} uid {p['uid']} {p['pss_kib'] // 1024} MiB" for p in processes),
@@ -358,6 +360,7 @@ def serve_checks(engine: Engine, name: str, port: int, tracking_uri: str, report
             f"{(pid1['pss_kib'] + sum(p['pss_kib'] for p in workers)) / 1024:.0f} MiB",
         )
     mean_request_time(port, report, workers=len(workers))
+    respawn_check(engine, name, base, [p["pid"] for p in workers], report)
 
     started = time.monotonic()
     engine.run("stop", "-t", "30", name, capture=True)
@@ -371,6 +374,43 @@ def serve_checks(engine: Engine, name: str, port: int, tracking_uri: str, report
         f"SIGTERM: granian shuts down gracefully, exit code 0, in {stopped:.1f} s",
         f"exit code {code}",
     )
+
+
+def container_processes(engine: Engine, name: str) -> list[dict[str, Any]]:
+    """The container's processes (pid, uid, command line, memory), listed from inside it."""
+    rows = json.loads(engine.run("exec", name, "python", "-c", _PROCESSES, capture=True).stdout)
+    return [p for p in rows if "/proc" not in p["cmd"]]  # not the lister itself
+
+
+def respawn_check(engine: Engine, name: str, base: str, workers: list[int], report: Report) -> None:
+    """SIGKILL one worker inside the container: granian starts a new one, the server answers."""
+    report.check(bool(workers), f"granian runs {len(workers)} worker(s) under PID 1")
+    victim = workers[0]
+    started = time.monotonic()
+    kill = f"import os, signal; os.kill({victim}, signal.SIGKILL)"
+    engine.run("exec", name, "python", "-c", kill, capture=True)
+
+    def current() -> set[int]:
+        return {p["pid"] for p in container_processes(engine, name) if p["ppid"] == 1}
+
+    def respawned() -> bool:
+        now = current()
+        return victim not in now and len(now) == len(workers) and healthy(f"{base}/health")
+
+    report.check(
+        wait_until(respawned, timeout=90, interval=0.5),
+        f"a SIGKILLed worker (pid {victim}) is respawned inside the container",
+        logs(engine, name)[-2000:],
+    )
+    report.figure("worker respawn (SIGKILL to a new worker)", f"{time.monotonic() - started:.1f} s")
+    text = logs(engine, name)
+    report.check("Respawning worker-" in text, "granian logs the respawn", text[-2000:])
+    for _ in range(len(workers) * 4):  # new connections: some land on the new worker
+        status, answer = post_json(f"{base}/predict", CUSTOMERS[0])
+        if status != 200:
+            raise CheckFailed(f"POST /predict answered {status} after the respawn: {answer}")
+    new = sorted(current() - set(workers))
+    report.ok(f"the server answers POST /predict after the respawn (new worker pid {new})")
 
 
 def mean_request_time(port: int, report: Report, workers: int, n: int = 400) -> None:
@@ -405,7 +445,7 @@ def failure_check(engine: Engine, tracking_uri: str, port: int, report: Report) 
     try:
         result = engine.run(
             "run", "--rm", *engine.run_args(), "--read-only", "--tmpfs", "/tmp",
-            "-e", f"MLFLOW_TRACKING_URI={tracking_uri}", "-e", f"GRANIAN_PORT={port}",
+            "-e", f"MLFLOW_TRACKING_URI={tracking_uri}", "-e", f"PORT={port}",
             IMAGE,
             capture=True, check=False, timeout=90,
         )  # fmt: skip
@@ -435,7 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine", required=True, help="container engine command, e.g. podman")
     parser.add_argument("--base-image", default=None, help="BASE_IMAGE build argument")
     parser.add_argument("--skip-build", action="store_true", help=f"use the existing {IMAGE}")
+    parser.add_argument("--image", default=IMAGE, help=f"image tag to build and check ({IMAGE})")
     args = parser.parse_args(argv)
+    globals()["IMAGE"] = args.image  # one tag per run: several people may share one engine
 
     engine = Engine(shlex.split(args.engine))
     report = Report()
