@@ -36,6 +36,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.drift import DRIFT
 from app.schemas import FEATURES, FieldError
 
 FLUSH_SECONDS: Final = 1.0
@@ -103,6 +104,8 @@ MODEL_RELOADS: Final = Counter(
     "Champion reload attempts that found a new version: swapped in, or failed (old model kept).",
     ["outcome"],
 )
+for _outcome in ("swapped", "failed"):  # both from 0, so increase() also sees the first failure
+    MODEL_RELOADS.labels(_outcome)
 
 _CALL_BUCKETS: Final = (*BATCH_BUCKETS, 2048)
 _KNOWN_FIELDS: Final = frozenset({*FEATURES, "body", "query", "instances", "threshold"})
@@ -190,6 +193,7 @@ class Tally:
             PREDICTIONS.labels("false").inc(negative)
         if positive:
             PREDICTIONS.labels("true").inc(positive)
+        DRIFT.flush()
 
 
 def _add_histogram(histogram: Histogram, counts: Sequence[int], total: float) -> None:

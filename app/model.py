@@ -14,6 +14,7 @@ from typing import Any
 from app.arrays import Rows as Rows
 from app.arrays import Scores as Scores
 from app.errors import StartupError
+from app.profile import Profile
 from app.schemas import FEATURES
 
 log = logging.getLogger("churn_api")
@@ -32,6 +33,8 @@ class Champion:
     scoring: str = "numpy"
     """Which path :attr:`predict` takes: ``linear``, ``forest``, ``numpy`` or ``dataframe``."""
     load_seconds: float = 0.0
+    profile: Profile | None = field(default=None, repr=False)
+    """The version's reference profile (app.profile); None: no drift metrics."""
     classes: tuple[Any, ...] = (0, 1)
     """The estimator's ``classes_`` (what ``predict`` answers), as JSON-ready values."""
     pyfunc_predict_fn: str = "predict"

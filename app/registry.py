@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from app import drift
 from app.model import Champion, Rows, champion_from_estimator
+from app.profile import Profile
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -45,6 +47,8 @@ class Fetched:
     pyfunc_predict_fn: str = "predict"
     input_example: Any = field(default=None, repr=False)
     fetch_seconds: float = 0.0
+    profile: Profile | None = field(default=None, repr=False)
+    """The run's reference profile (:mod:`app.drift`); None: no drift metrics."""
 
 
 _preloaded: tuple[Fetched, str] | None = None
@@ -93,14 +97,16 @@ def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
     except (MlflowException, OSError, ValueError) as exc:
         raise RegistryError(reason(exc)) from exc
     pyfunc = logged.flavors.get("python_function", {})
+    run_id = run_id or str(logged.run_id or "")
     return Fetched(
         name=settings.model_name,
         version=version,
-        run_id=run_id or str(logged.run_id or ""),
+        run_id=run_id,
         estimator=estimator,
         pyfunc_predict_fn=str(pyfunc.get("predict_fn") or "predict"),
         input_example=example,
         fetch_seconds=time.perf_counter() - started,
+        profile=drift.reference(settings, run_id, version),
     )
 
 
@@ -139,12 +145,13 @@ def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Ch
         if fetched.input_example is not None:
             check_prediction(champion, example_rows(fetched.input_example))
     classes = getattr(fetched.estimator, "classes_", None)
-    return replace(
+    checked = replace(
         champion,
         load_seconds=fetched.fetch_seconds + time.perf_counter() - started,
         classes=(0, 1) if classes is None else tuple(np.asarray(classes).tolist()),
         pyfunc_predict_fn=fetched.pyfunc_predict_fn,
     )
+    return drift.attached(checked, fetched.profile)
 
 
 def load_champion(settings: Settings) -> Champion:

@@ -122,6 +122,7 @@ async def model_info(state: State) -> ModelInfo:
         threshold=service.settings.decision_threshold,
         features=list(FEATURES),
         scoring=model.scoring,
+        drift_monitoring=service.settings.drift_metrics and model.profile is not None,
     )
 
 

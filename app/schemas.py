@@ -101,6 +101,10 @@ class ModelInfo(msgspec.Struct, frozen=True):
             "predict_proba on a DataFrame at load."
         ),
     ] = "dataframe"
+    drift_monitoring: Annotated[
+        bool,
+        Meta(description="Whether scored rows are counted for drift (the version has a profile)."),
+    ] = False
 
 
 class Health(msgspec.Struct, frozen=True):

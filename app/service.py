@@ -13,6 +13,7 @@ from itertools import repeat
 
 import numpy as np
 
+from app.drift import DRIFT
 from app.errors import ModelNotLoaded, ServiceError
 from app.inference import Scorer
 from app.metrics import TALLY
@@ -56,6 +57,8 @@ async def score(service: Service, rows: Rows) -> Scored:
     if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
         raise ModelOutputError()
     answered_by.set(model.version)  # for the access log line
+    if service.settings.drift_metrics:
+        DRIFT.rows(model.profile, model.version, rows)
     return Scored(model, scores)
 
 

@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """the workers' shared metrics directory (see Metrics); unset, `churn-api serve` makes a
     private temporary one"""
 
+    drift_metrics: bool = True
+    """count every scored row in its reference bin of each feature (feature drift); `false` turns
+    it off"""
+
     def __post_init__(self) -> None:
         declaration.check(self)
 

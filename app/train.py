@@ -16,7 +16,9 @@ documented generative process over the five contract features:
 By default the model is a StandardScaler + LogisticRegression pipeline fitted on a DataFrame with
 the contract's column names (so ``feature_names_in_`` is set), scored by holdout ROC AUC, logged
 with a signature and an input example, registered as a new version, and (unless told not to)
-made the champion.
+made the champion. The run also gets the reference profile
+``reference_profile.json`` (training data per decile bin of each feature, holdout P(churn)
+distribution; :mod:`app.profile`) that the service's drift metrics compare scored rows with.
 
 The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
 imports every scikit-learn estimator module (skops builds its list of trusted types from them),
@@ -36,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from app.profile import PROFILE_FILE, Profile
+from app.profile import build as build_profile
 from app.schemas import FEATURES
 
 if TYPE_CHECKING:
@@ -130,10 +134,15 @@ def make_estimator(kind: str = "lr", seed: int = 7) -> Any:
     raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
 
 
-def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFrame]:
-    """Fit a model of ``kind``; returns it, its holdout ROC AUC, and a few rows as input example."""
+def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFrame, Profile]:
+    """Fit a model of ``kind``; returns it, its holdout ROC AUC, a few rows as input example, and
+    the reference profile (training bins, holdout P(churn) distribution: :mod:`app.profile`)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
+
+    # Imported here: app.cli imports this module before `churn-api serve` has prepared the
+    # shared metrics directory, and prometheus_client must not be imported before that.
+    from app.metrics import PROBABILITY_BUCKETS
 
     frame, churn = synthesize(generation)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -145,8 +154,10 @@ def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFr
     )
     model = make_estimator(kind, generation.seed)
     model.fit(x_train, y_train)
-    auc = float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))
-    return model, auc, x_test.head(5)
+    holdout = model.predict_proba(x_test)[:, 1]
+    auc = float(roc_auc_score(y_test, holdout))
+    profile = build_profile(x_train.to_numpy(dtype=np.float64), holdout, PROBABILITY_BUCKETS)
+    return model, auc, x_test.head(5), profile
 
 
 def train_and_register(
@@ -170,7 +181,7 @@ def train_and_register(
     from mlflow.models import infer_signature
 
     generation = generation or Generation()
-    pipeline, auc, example = fit(generation, kind)
+    pipeline, auc, example, profile = fit(generation, kind)
     trusted = _skops_trusted_types(pipeline) if serialization == "skops" else None
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -178,6 +189,7 @@ def train_and_register(
     with mlflow.start_run() as run:
         mlflow.log_params(asdict(generation))
         mlflow.log_metric("roc_auc", auc)
+        mlflow.log_text(profile.encode().decode(), PROFILE_FILE)
         signature = infer_signature(example, pipeline.predict_proba(example))
         info = mlflow.sklearn.log_model(
             pipeline,

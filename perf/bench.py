@@ -9,7 +9,9 @@
    churn-api also answers one row through its two protocol front ends (MLflow's ``/invocations``
    and the Open Inference Protocol's ``/v2/models/<name>/infer``) at 32 connections, and
    ``mlflow models serve`` (the third stack) answers the same ``/invocations`` body.
-4. Prints the table and the target ratios, and writes ``perf/results/<mode>.json`` (with the
+4. Measures the cost of the drift counters: the same build with ``DRIFT_METRICS`` on and off,
+   side by side, driven in turns at 32 connections (:func:`drift_cost`).
+5. Prints the table and the target ratios, and writes ``perf/results/<mode>.json`` (with the
    payloads, server settings, versions and machine) and ``perf/results/<mode>.png``.
 
 Modes: ``--short`` (CI smoke, well under a minute), the default full run, and ``--sweep`` (only
@@ -27,6 +29,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -61,13 +64,14 @@ class Mode:
     batch_concurrency: int
     timing_seconds: float
     micro_batching_off: bool
+    drift_rounds: int  # interleaved DRIFT_METRICS on/off pairs at c=32 (see drift_cost)
 
 
 MODES = {
-    "short": Mode("short", 1, 2, (1, 32), 8, 0.3, False),
-    "models": Mode("models", 3, 10, (32,), 8, 1.0, False),
-    "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 8, 2.0, True),
-    "sweep": Mode("sweep", 2, 5, (1, 32), 8, 0.3, False),
+    "short": Mode("short", 1, 2, (1, 32), 8, 0.3, False, 1),
+    "models": Mode("models", 3, 10, (32,), 8, 1.0, False, 0),
+    "full": Mode("full", 3, 10, (1, 4, 16, 32, 64), 8, 2.0, True, 3),
+    "sweep": Mode("sweep", 2, 5, (1, 32), 8, 0.3, False, 0),
 }
 HEADLINE = 32  # connections of the headline comparison
 MLFLOW = "mlflow models serve"
@@ -249,6 +253,9 @@ def check_answers(server: Server, expected: Mapping[str, Any]) -> dict[str, Any]
     status, info = request(port, "GET", "/model-info")
     if status != 200 or info.get("version") != expected["single"]["model_version"]:
         problems.append(f"/model-info: {status} {info}")
+    drift = server.stack.env.get("DRIFT_METRICS", "true") != "false"
+    if server.stack.name.startswith("churn-api") and info.get("drift_monitoring") is not drift:
+        problems.append(f"/model-info: drift_monitoring is not {drift}: {info}")
     return {"ok": not problems, "problems": problems, "scoring": info.get("scoring")}
 
 
@@ -390,6 +397,17 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
         timings["champion_predict_1000rows_per_row_us"] = mean_seconds(
             lambda: champion.predict(rows), budget
         ) / len(rows)
+    if champion.profile is not None:
+        from app.drift import DriftTally
+
+        tally = DriftTally()
+
+        def drift_1row_requests() -> None:  # 1000 requests' rows kept, binned and flushed
+            for _ in range(1000):
+                tally.rows(champion.profile, "bench", row)
+            tally.flush()
+
+        timings["drift_count_1row_request_us"] = mean_seconds(drift_1row_requests, budget) / 1000
     timings = {name: seconds * 1e6 for name, seconds in timings.items()}
 
     def answer(p: float, version: str) -> dict[str, Any]:
@@ -421,9 +439,14 @@ def ensure_registry(fresh: bool, kind: str = "lr") -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from app.profile import read
+
     try:
-        MlflowClient(uri, uri).get_model_version_by_alias(MODEL_NAME, ALIAS)
+        found = MlflowClient(uri, uri).get_model_version_by_alias(MODEL_NAME, ALIAS)
+        profiled = read(uri, str(found.run_id or ""), f"{MODEL_NAME} v{found.version}") is not None
     except MlflowException:
+        profiled = False
+    if not profiled:  # none yet, or one from before reference profiles (no drift metrics)
         from app.train import train_and_register
 
         result = train_and_register(uri, MODEL_NAME, ALIAS, kind=kind, serialization=FORMATS[kind])
@@ -522,6 +545,52 @@ def measure_stack(
         return result
     finally:
         server.stop()
+
+
+def drift_cost(
+    uri: str, workers: int, mode: Mode, expected: Mapping[str, Any], quiet_wait: float
+) -> dict[str, Any]:
+    """``POST /predict`` at c=32 on the same build with DRIFT_METRICS on and off, interleaved.
+
+    Both servers run side by side (the idle one only wakes for its once-a-second flush) and wrk
+    drives them in turns, on/off then off/on, so a slow moment of the machine hits both; the
+    figure is the ratio of the median req/s.
+    """
+    base = stacks(uri, workers, mode, {})[0]
+    servers = {
+        setting: Server(
+            Stack(f"churn-api DRIFT_METRICS={setting}", base.command,
+                  {**base.env, "DRIFT_METRICS": setting}),
+            free_port(), REGISTRY,
+        )
+        for setting in ("true", "false")
+    }  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {setting: [] for setting in servers}
+    print(f"\n== drift counters: DRIFT_METRICS true/false, {mode.drift_rounds} rounds", flush=True)
+    try:
+        for server in servers.values():
+            server.start()
+            checks = check_answers(server, expected)
+            if not checks["ok"]:
+                raise RuntimeError(f"{server.stack.name} answers wrong: {checks['problems']}")
+        for round_ in range(mode.drift_rounds):
+            order = ("true", "false") if round_ % 2 == 0 else ("false", "true")
+            for setting in order:
+                run = drive(servers[setting], mode, "/predict", PAYLOADS / "predict.json",
+                            HEADLINE, quiet_wait)  # fmt: skip
+                runs[setting].append(run)
+                print(f"   DRIFT_METRICS={setting} c={HEADLINE}: {_short(run)}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    median = {s: statistics.median(r["rps"] for r in found) for s, found in runs.items()}
+    return {
+        "connections": HEADLINE,
+        "rounds": mode.drift_rounds,
+        "runs": runs,
+        "median_rps": median,
+        "ratio_on_off": median["true"] / median["false"],
+    }
 
 
 def _short(run: Mapping[str, Any]) -> str:
@@ -635,6 +704,12 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
         ("req/s twin vs W/t̄", base["rps"] / estimate, "(for reference)", True),
     ]  # fmt: skip
     targets += protocol_targets(stacks_)
+    if "drift_cost" in result:
+        drift = result["drift_cost"]
+        targets.append((
+            f"req/s DRIFT_METRICS on / off (c=32, median of {drift['rounds']} interleaved rounds)",
+            drift["ratio_on_off"], ">= 0.95", drift["ratio_on_off"] >= 0.95,
+        ))  # fmt: skip
     lines += ["", "| target | measured | goal | met |", "|---|--:|---|---|"]
     for what, value, goal, met in targets:
         shown = f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
@@ -813,6 +888,8 @@ def run_one(args: argparse.Namespace, mode: Mode, kind: str) -> int:
         result["stacks"][stack.name] = measure_stack(
             stack, mode, expected, mode.concurrencies, args.quiet_wait
         )
+    if mode.drift_rounds:
+        result["drift_cost"] = drift_cost(uri, args.workers, mode, expected, args.quiet_wait)
     table = summarise(result, args.workers)
     result["seconds"] = time.perf_counter() - started
     print("\n" + "\n".join(table))

@@ -132,7 +132,7 @@ def serving(port: int, version: str) -> int:
 
 def calibrate(server: bench.Server) -> dict[str, Any]:
     """Each path's maximum, then the connections that pace each to its share of it."""
-    mode = bench.Mode("soak", 3, 10, (32,), 4, 0.0, False)  # 3 s warm-up + 10 s per path
+    mode = bench.Mode("soak", 3, 10, (32,), 4, 0.0, False, 0)  # 3 s warm-up + 10 s per path
     maxima = {
         "predict": bench.drive(server, mode, "/predict", BODIES["predict"], 32),
         "batch": bench.drive(server, mode, "/predict/batch", BODIES["batch"], 4),

@@ -75,6 +75,28 @@ def row(payload: Mapping[str, Any]) -> list[float]:
     return [float(payload[name]) for name in FEATURES]
 
 
+def payloads(rows: Rows) -> list[Payload]:
+    """Rows in contract column order as JSON customers (integers and the boolean as such)."""
+    return [
+        {
+            "tenure_months": int(r[0]),
+            "monthly_charges": float(r[1]),
+            "total_charges": float(r[2]),
+            "num_support_tickets": int(r[3]),
+            "is_month_to_month": bool(r[4]),
+        }
+        for r in rows
+    ]
+
+
+def training_like(samples: int, seed: int) -> Rows:
+    """Customers from the generative process ``churn-api train`` fits on, as float64 rows."""
+    from app.train import Generation, synthesize
+
+    frame, _ = synthesize(Generation(samples=samples, seed=seed))
+    return frame.to_numpy(dtype=np.float64)
+
+
 class FakeModel:
     """A deterministic stand-in for ``predict_proba(rows)[:, 1]`` that records every call.
 

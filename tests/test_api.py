@@ -652,6 +652,7 @@ class TestModelInfo:
             "threshold": 0.5,
             "features": list(FEATURES),
             "scoring": "numpy",
+            "drift_monitoring": False,  # a fake model has no reference profile
         }
 
 

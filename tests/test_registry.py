@@ -56,6 +56,7 @@ def test_champion_is_loaded_by_alias_and_reported(registry: Registry, served: Cl
         "threshold": 0.5,
         "features": list(FEATURES),
         "scoring": "linear",  # the LR pipeline's arithmetic, proven equal to predict_proba
+        "drift_monitoring": True,  # churn-api train logs a reference profile with the model
     }
     assert served.get("/health").json() == {"status": "ok"}
     assert served.post("/predict", json=CUSTOMERS[0]).json()["model_version"] == registry.version

@@ -1,0 +1,166 @@
+"""Feature drift counters: which reference bin each scored row's features fall in.
+
+When a model version is fetched, :func:`reference` reads its reference profile
+(:mod:`app.profile`); once a process has checked it, :func:`attached` exports its training shares
+as ``churn_feature_bin_reference_share`` and creates every ``churn_feature_bin_rows_total`` series
+of the version at 0 (so Prometheus sees each bin start from zero, and ``rate`` counts the first
+rows too). Every scored batch then goes through
+:meth:`DriftTally.rows` (:func:`app.service.score`): on the event loop it only keeps a reference
+to the rows; at most every :data:`DRAIN_ROWS` rows, and before each flush, the kept rows are binned
+all at once (one ``np.searchsorted`` per feature, one ``np.bincount``) into per-bin counts, which
+:meth:`DriftTally.flush` adds to the Prometheus counters with the other metrics
+(:meth:`app.metrics.Tally.flush`, once a second). The request path never writes a metrics file.
+
+The population stability index is computed by Prometheus from these two series
+(``deploy/prometheus/rules.yml``). ``DRIFT_METRICS=false`` turns all of it off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Final
+
+import numpy as np
+from prometheus_client import Counter, Gauge
+from prometheus_client.utils import floatToGoString
+
+from app.model import Champion
+from app.profile import Profile, bin_index, read
+from app.schemas import FEATURES
+from app.settings import Settings
+
+DRAIN_ROWS: Final = 4096
+
+ROWS: Final = Counter(
+    "churn_feature_bin_rows_total",
+    "Scored rows by the reference bin (app/profile.py) each feature's value fell in, by version.",
+    ["feature", "bin", "version"],
+)
+REFERENCE_SHARE: Final = Gauge(
+    "churn_feature_bin_reference_share",
+    "Share of the version's training rows in each bin of each feature (its reference profile).",
+    ["feature", "bin", "version"],
+    multiprocess_mode="max",  # a constant of the version: the same in every process
+)
+PROBABILITY_REFERENCE: Final = Gauge(
+    "churn_probability_reference_share",
+    "Share of the version's holdout rows with P(churn) <= le (cumulative, like churn_probability).",
+    ["le", "version"],
+    multiprocess_mode="max",
+)
+
+
+def reference(settings: Settings, run_id: str, version: str) -> Profile | None:
+    """The reference profile of a version being fetched (:func:`app.registry.fetch`), if any.
+
+    None when it has none (logged once, see :func:`app.profile.read`) or ``DRIFT_METRICS=false``.
+    """
+    if not settings.drift_metrics:
+        return None
+    return read(settings.tracking_uri, run_id, f"{settings.model_name} version {version}")
+
+
+def attached(champion: Champion, profile: Profile | None) -> Champion:
+    """The checked champion with its profile, the profile's series exported in this process.
+
+    :func:`app.registry.check` calls it for startup, each worker and the hot-swap alike.
+    """
+    if profile is None:
+        return champion
+    export(profile, champion.version)
+    return replace(champion, profile=profile)
+
+
+def export(profile: Profile, version: str) -> None:
+    """The version's reference shares, and its bin counters created at 0."""
+    for bins in profile.features:
+        for index, share in enumerate(bins.shares):
+            REFERENCE_SHARE.labels(bins.name, str(index), version).set(share)
+            ROWS.labels(bins.name, str(index), version)
+    cumulative = np.cumsum(profile.probability.shares)
+    for bound, share in zip(profile.probability.bounds, cumulative, strict=True):
+        PROBABILITY_REFERENCE.labels(_le(bound), version).set(min(float(share), 1.0))
+
+
+class _Binner:
+    """A profile's edges laid out for counting all features of a block of rows at once."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.edges = [np.asarray(bins.edges, dtype=np.float64) for bins in profile.features]
+        sizes = [len(edges) + 1 for edges in self.edges]
+        self.offsets = np.cumsum([0, *sizes[:-1]])
+        self.sizes = sizes
+        self.total = sum(sizes)
+
+    def count(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        indexes = np.concatenate(
+            [bin_index(edges, rows[:, column]) + offset
+             for column, (edges, offset) in enumerate(zip(self.edges, self.offsets, strict=True))]
+        )  # fmt: skip
+        return np.bincount(indexes, minlength=self.total)
+
+
+class DriftTally:
+    """Per-worker bin counts kept on the event loop, added to the Prometheus counters by flush()."""
+
+    def __init__(self) -> None:
+        self._profile: Profile | None = None
+        self._version = ""
+        self._pending: list[np.ndarray[Any, Any]] = []
+        self._pending_rows = 0
+        self._binners: dict[str, tuple[Profile, _Binner]] = {}
+        self._counts: dict[str, tuple[_Binner, np.ndarray[Any, Any]]] = {}
+
+    def rows(self, profile: Profile | None, version: str, rows: np.ndarray[Any, Any]) -> None:
+        """Count one scored request's rows (float64, contract column order) for the version."""
+        if profile is None:
+            return
+        if profile is not self._profile or version != self._version:
+            self._drain()
+            self._profile, self._version = profile, version
+        self._pending.append(rows)
+        self._pending_rows += len(rows)
+        if self._pending_rows >= DRAIN_ROWS:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Bin the rows kept so far, all at once, into the counts of their version."""
+        profile, version = self._profile, self._version
+        if not self._pending or profile is None:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        block = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        cached = self._binners.get(version)
+        if cached is None or cached[0] is not profile:
+            cached = self._binners[version] = (profile, _Binner(profile))
+        binner = cached[1]
+        held = self._counts.get(version)
+        if held is not None and held[0] is binner:
+            held[1][:] += binner.count(block)
+            return
+        self._flush_version(version)  # counted with another profile of the same version
+        self._counts[version] = (binner, binner.count(block))
+
+    def flush(self) -> None:
+        """Add everything counted since the last flush to the Prometheus counters."""
+        self._drain()
+        for version in list(self._counts):
+            self._flush_version(version)
+
+    def _flush_version(self, version: str) -> None:
+        held = self._counts.pop(version, None)
+        if held is None:
+            return
+        binner, counts = held
+        for name, offset, size in zip(FEATURES, binner.offsets, binner.sizes, strict=True):
+            for index in np.flatnonzero(counts[offset : offset + size]).tolist():
+                ROWS.labels(name, str(index), version).inc(int(counts[offset + index]))
+
+
+def _le(bound: float) -> str:
+    """A bound written as prometheus_client writes a histogram's ``le`` (``0.05``, ``1.0``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+DRIFT: Final = DriftTally()
+"""The worker's drift tally (flushed by :data:`app.metrics.TALLY`)."""
