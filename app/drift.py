@@ -1,7 +1,7 @@
 """Feature drift counters: which reference bin each scored row's features fall in.
 
 When a model version is fetched, :func:`reference` reads its reference profile
-(:mod:`app.profile`); once a process has checked it, :func:`attached` exports its training shares
+(:mod:`app.profile`); once a process has checked it, :func:`exported` exports its training shares
 as ``churn_feature_bin_reference_share`` and creates every ``churn_feature_bin_rows_total`` series
 of the version at 0 (so Prometheus sees each bin start from zero, and ``rate`` counts the first
 rows too). Every scored batch then goes through
@@ -17,17 +17,14 @@ The population stability index is computed by Prometheus from these two series
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 from prometheus_client import Counter, Gauge
 from prometheus_client.utils import floatToGoString
 
-from app.model import Champion
 from app.profile import Profile, bin_index, read
 from app.schemas import FEATURES
-from app.settings import Settings
 
 DRAIN_ROWS: Final = 4096
 
@@ -50,25 +47,28 @@ PROBABILITY_REFERENCE: Final = Gauge(
 )
 
 
-def reference(settings: Settings, run_id: str, version: str) -> Profile | None:
+def reference(
+    tracking_uri: str, name: str, version: str, run_id: str, *, enabled: bool
+) -> Profile | None:
     """The reference profile of a version being fetched (:func:`app.registry.fetch`), if any.
 
-    None when it has none (logged once, see :func:`app.profile.read`) or ``DRIFT_METRICS=false``.
+    None when it has none (logged once, see :func:`app.profile.read`) or when not ``enabled``
+    (``DRIFT_METRICS=false``).
     """
-    if not settings.drift_metrics:
+    if not enabled:
         return None
-    return read(settings.tracking_uri, run_id, f"{settings.model_name} version {version}")
+    return read(tracking_uri, run_id, f"{name} version {version}")
 
 
-def attached(champion: Champion, profile: Profile | None) -> Champion:
-    """The checked champion with its profile, the profile's series exported in this process.
+def exported(profile: Profile | None, version: str) -> Profile | None:
+    """``profile``, its series exported in this process (when there is one).
 
-    :func:`app.registry.check` calls it for startup, each worker and the hot-swap alike.
+    :func:`app.registry.check` calls it for the version it checked (startup, each worker and the
+    hot-swap alike) and keeps the profile on the champion.
     """
-    if profile is None:
-        return champion
-    export(profile, champion.version)
-    return replace(champion, profile=profile)
+    if profile is not None:
+        export(profile, version)
+    return profile
 
 
 def export(profile: Profile, version: str) -> None:

@@ -106,7 +106,13 @@ def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
         pyfunc_predict_fn=str(pyfunc.get("predict_fn") or "predict"),
         input_example=example,
         fetch_seconds=time.perf_counter() - started,
-        profile=drift.reference(settings, run_id, version),
+        profile=drift.reference(
+            settings.tracking_uri,
+            settings.model_name,
+            version,
+            run_id,
+            enabled=settings.drift_metrics,
+        ),
     )
 
 
@@ -145,13 +151,13 @@ def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Ch
         if fetched.input_example is not None:
             check_prediction(champion, example_rows(fetched.input_example))
     classes = getattr(fetched.estimator, "classes_", None)
-    checked = replace(
+    return replace(
         champion,
         load_seconds=fetched.fetch_seconds + time.perf_counter() - started,
         classes=(0, 1) if classes is None else tuple(np.asarray(classes).tolist()),
         pyfunc_predict_fn=fetched.pyfunc_predict_fn,
+        profile=drift.exported(fetched.profile, champion.version),
     )
-    return drift.attached(checked, fetched.profile)
 
 
 def load_champion(settings: Settings) -> Champion:
