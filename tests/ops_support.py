@@ -135,7 +135,9 @@ class Server:
         return children(self.process.pid)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """The server's output so far, complete lines only (it may be writing one right now)."""
+        text = self.log.read_text(errors="replace")
+        return text[: text.rfind("\n") + 1]
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:

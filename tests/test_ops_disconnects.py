@@ -93,7 +93,8 @@ def read_by_server(server: Server, sockets: list[socket.socket]) -> bool:
 
 
 def access_lines(server: Server, prefix: str) -> list[dict[str, Any]]:
-    lines = [json.loads(text) for text in server.log_text().splitlines() if text.startswith("{")]
+    """The JSON lines whose request id starts with ``prefix``."""
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     return [line for line in lines if str(line.get("request_id", "")).startswith(prefix)]
 
 
