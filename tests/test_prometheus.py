@@ -65,7 +65,7 @@ def test_rules_pass_promtool_check() -> None:
     out = promtool("check", "rules", "rules.yml", "alerts.yml")
 
     assert "7 rules found" in out
-    assert "5 rules found" in out
+    assert "6 rules found" in out
 
 
 def test_rules_pass_their_unit_tests() -> None:
@@ -85,6 +85,7 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook() -> None:
         "ChurnHighLatency",
         "ChurnNoModelLoaded",
         "ChurnModelReloadFailed",
+        "ChurnRegistryUnreachable",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
