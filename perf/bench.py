@@ -894,13 +894,18 @@ def run_one(args: argparse.Namespace, mode: Mode, kind: str) -> int:
     result["seconds"] = time.perf_counter() - started
     print("\n" + "\n".join(table))
     RESULTS.mkdir(exist_ok=True)
-    name = mode.name if kind == "lr" and mode.name != "models" else f"{mode.name}-{kind}"
+    name = result_name(mode, kind)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / f"{name}.md").write_text("\n".join(table) + "\n")
     if len(mode.concurrencies) > 1:
         plot(result, RESULTS / f"{name}.png")
     print(f"\nwrote perf/results/{name}.json and .md ({result['seconds']:.0f} s)")
     return 0
+
+
+def result_name(mode: Mode, kind: str) -> str:
+    """``perf/results/<name>.json``: the LR pipeline keeps the mode's own name (README links it)."""
+    return mode.name if kind == "lr" and mode.name != "models" else f"{mode.name}-{kind}"
 
 
 def run_all_models(args: argparse.Namespace) -> int:
@@ -914,8 +919,7 @@ def run_all_models(args: argparse.Namespace) -> int:
     for kind in FORMATS:
         if run_one(args, mode, kind) != 0:
             return 1
-        name = f"{mode.name}-{kind}"
-        result = json.loads((RESULTS / f"{name}.json").read_text())
+        result = json.loads((RESULTS / f"{result_name(mode, kind)}.json").read_text())
         ours, twin = result["stacks"]["churn-api"], result["stacks"]["FastAPI twin"]
         a, b = ours["single"][str(HEADLINE)], twin["single"][str(HEADLINE)]
         rows.append(
