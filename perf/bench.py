@@ -380,7 +380,10 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
     def sklearn_numpy() -> object:  # scikit-learn on an unnamed array (it warns about the names)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return estimator.predict_proba(row)
+            try:
+                return estimator.predict_proba(row)
+            except ValueError:  # a model that selects columns by name takes no array
+                return estimator.predict_proba(frame)
 
     timings = {
         # t̄: what one prediction costs the seed design (predict_proba on a 1-row DataFrame)
