@@ -22,6 +22,7 @@ from app.errors import InvalidInput
 from app.mlflow_wire import Record, Records
 from app.model import Rows
 from app.schemas import CROSS_FIELD_RULE, FEATURES, Customer, breaks_cross_field_rule
+from app.validation import clean, json_type
 
 MAX_NAMED_ERRORS: Final = 10
 TYPES: Final = typing.get_type_hints(Customer, include_extras=True)
@@ -50,7 +51,7 @@ def row_errors(rows: Sequence[object], where: Where) -> Iterator[tuple[str, str]
     """(feature, message naming the row and column) for every offending value."""
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
-            yield "body", f"{where(number, '')[:-1]}: Expected an object, got {kind(row)}"
+            yield "body", f"{where(number, '')[:-1]}: Expected an object, got {json_type(row)}"
             continue
         good = True
         for name in FEATURES:
@@ -77,20 +78,3 @@ def invalid(errors: Iterator[tuple[str, str]], fallback: str) -> InvalidInput:
     if len(found) > MAX_NAMED_ERRORS:
         shown += f"; and {len(found) - MAX_NAMED_ERRORS} more"
     return InvalidInput(shown, tuple(dict.fromkeys(name for name, _ in found)))
-
-
-def clean(message: str) -> str:
-    """msgspec's message without its ``- at `$...``` suffix (the value is named separately)."""
-    return message.split(" - at `$", 1)[0]
-
-
-def kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"

@@ -21,8 +21,9 @@ from msgspec import UNSET
 from app.errors import InvalidInput, MalformedRequest
 from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, invocation_decoder
 from app.model import Rows
-from app.rows import TYPES, array, checked_rows, clean, invalid, kind, row_errors
+from app.rows import TYPES, array, checked_rows, invalid, row_errors
 from app.schemas import FEATURES, MAX_BATCH
+from app.validation import clean, json_type
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, 1_0
@@ -132,14 +133,14 @@ def _json_error(body: bytes, first: Exception) -> Exception:
     except _DECODE_ERRORS as exc:
         return MalformedRequest(f"Request body is not valid JSON: {clean(str(exc))}")
     if not isinstance(document, dict):
-        return MalformedRequest(f"Expected a JSON object with {ONE_OF}, got {kind(document)}")
+        return MalformedRequest(f"Expected a JSON object with {ONE_OF}, got {json_type(document)}")
     chosen = [name for name in INPUT_FIELDS if name in document]
     if len(chosen) != 1:
         return MalformedRequest(f"The request must be a JSON object with {ONE_OF}; got {chosen}")
     field, value = chosen[0], document[chosen[0]]
     params = document.get("params")
     if params is not None and not isinstance(params, dict):
-        return MalformedRequest(f"params: Expected an object, got {kind(params)}")
+        return MalformedRequest(f"params: Expected an object, got {json_type(params)}")
     try:
         if field == "dataframe_split":
             split = msgspec.convert(value, DataframeSplit)
@@ -152,7 +153,7 @@ def _json_error(body: bytes, first: Exception) -> Exception:
     except InvalidInput as exc:
         return exc
     if not isinstance(value, list):
-        return MalformedRequest(f"{field}: Expected an array of objects, got {kind(value)}")
+        return MalformedRequest(f"{field}: Expected an array of objects, got {json_type(value)}")
     if not 1 <= len(value) <= MAX_BATCH:
         return InvalidInput(
             f"{field}: expected 1 to {MAX_BATCH} rows (MAX_BATCH), got {len(value)}"

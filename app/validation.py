@@ -57,7 +57,7 @@ def decode_body(raw: bytes, body_type: type[T]) -> T:
     ) as first:  # invalid UTF-8 inside a JSON string is a UnicodeDecodeError
         errors = body_errors(raw, body_type)
         if not errors:  # both paths must agree; keep msgspec's own word if they do not
-            errors = [FieldError("body", "body", _clean(str(first)))]
+            errors = [FieldError("body", "body", clean(str(first)))]
         raise RequestValidationError(errors) from None
 
 
@@ -80,7 +80,7 @@ def query_threshold(raw: str | None) -> tuple[float | None, list[FieldError]]:
     try:
         return msgspec.convert(raw, Threshold, strict=False), []
     except msgspec.ValidationError as exc:
-        return None, [FieldError("query", "threshold", _clean(str(exc)) + f", got {raw[:32]!r}")]
+        return None, [FieldError("query", "threshold", clean(str(exc)) + f", got {raw[:32]!r}")]
 
 
 class StrictJSONBody(AbstractDTO[T]):
@@ -134,9 +134,9 @@ def body_errors(raw: bytes, body_type: type[Any]) -> list[FieldError]:
     try:
         document = msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        return [_body(f"Request body is not valid JSON: {_clean(str(exc))}")]
+        return [_body(f"Request body is not valid JSON: {clean(str(exc))}")]
     except msgspec.ValidationError as exc:  # e.g. numbers out of range such as 1e999
-        return [_body(f"Request body is not valid JSON: {_clean(str(exc))}")]
+        return [_body(f"Request body is not valid JSON: {clean(str(exc))}")]
     found = _batch_errors(document) if body_type is BatchRequest else _customer_errors(document, "")
     errors: list[FieldError] = []
     for error in found:
@@ -148,7 +148,7 @@ def body_errors(raw: bytes, body_type: type[Any]) -> list[FieldError]:
 
 def _batch_errors(document: object) -> Iterator[FieldError]:
     if not isinstance(document, dict):
-        yield _body(f"Expected a JSON object, got {_json_type(document)}")
+        yield _body(f"Expected a JSON object, got {json_type(document)}")
         return
     yield from _unknown_fields(document, ("instances",), "")
     if "instances" not in document:
@@ -156,7 +156,7 @@ def _batch_errors(document: object) -> Iterator[FieldError]:
         return
     instances = document["instances"]
     if not isinstance(instances, list):
-        yield FieldError("body", "instances", f"Expected an array, got {_json_type(instances)}")
+        yield FieldError("body", "instances", f"Expected an array, got {json_type(instances)}")
         return
     if not 1 <= len(instances) <= MAX_BATCH:
         yield FieldError(
@@ -172,7 +172,7 @@ def _batch_errors(document: object) -> Iterator[FieldError]:
 def _customer_errors(document: object, prefix: str) -> Iterator[FieldError]:
     where = prefix.rstrip(".") or "body"
     if not isinstance(document, dict):
-        yield FieldError("body", where, f"Expected a JSON object, got {_json_type(document)}")
+        yield FieldError("body", where, f"Expected a JSON object, got {json_type(document)}")
         return
     yield from _unknown_fields(document, FEATURES, prefix)
     valid = True
@@ -185,7 +185,7 @@ def _customer_errors(document: object, prefix: str) -> Iterator[FieldError]:
             msgspec.convert(document[name], _FIELD_TYPES[name], strict=True)
         except msgspec.ValidationError as exc:
             valid = False
-            yield FieldError("body", prefix + name, _clean(str(exc)))
+            yield FieldError("body", prefix + name, clean(str(exc)))
     if valid and breaks_cross_field_rule(
         document["tenure_months"], document["monthly_charges"], document["total_charges"]
     ):
@@ -207,12 +207,12 @@ def _body(message: str) -> FieldError:
     return FieldError("body", "body", message)
 
 
-def _clean(message: str) -> str:
+def clean(message: str) -> str:
     """msgspec's message without its ``- at `$...``` suffix (the field is named separately)."""
     return message.split(" - at `$", 1)[0]
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
