@@ -66,6 +66,27 @@ def ops_registry(workdir: Path) -> OpsRegistry:
     return _built
 
 
+@contextlib.contextmanager
+def training_in(workdir: Path) -> Iterator[None]:
+    """Train with ``workdir`` as working directory (MLflow puts run artifacts under ./mlruns).
+
+    MLflow spends seconds per model inferring its pip requirements; the tests never read them,
+    so the inference gets 1 second. Both are put back afterwards.
+    """
+    previous = Path.cwd()
+    inference_timeout = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
+    os.chdir(workdir)
+    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        if inference_timeout is None:
+            del os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"]
+        else:
+            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
+
+
 def _train(workdir: Path) -> OpsRegistry:
     import mlflow
     import mlflow.sklearn
@@ -73,19 +94,11 @@ def _train(workdir: Path) -> OpsRegistry:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from app.train import Generation, synthesize, train_and_register
+    from app.train import Generation, synthesize
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    previous = Path.cwd()
-    os.chdir(workdir)  # MLflow puts run artifacts under ./mlruns of the working directory
-    # MLflow spends seconds per model inferring its pip requirements; the tests never read them.
-    inference_timeout = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
-    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"
-    try:
-        good = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
-        other = train_and_register(
-            uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
-        ).version
+    good, other = train_versions(uri, workdir)
+    with training_in(workdir):
         frame, churn = synthesize(Generation(samples=500, seed=11))
         frame = frame[list(reversed(frame.columns))]  # fails the contract's feature guard
         mlflow.set_experiment("churn")
@@ -98,12 +111,6 @@ def _train(workdir: Path) -> OpsRegistry:
                 registered_model_name=MODEL_NAME,
             )
         bad = str(info.registered_model_version)
-    finally:
-        os.chdir(previous)
-        if inference_timeout is None:
-            del os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"]
-        else:
-            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
     return OpsRegistry(workdir=workdir, good=good, other=other, bad=bad)
 
 
@@ -388,19 +395,9 @@ def train_versions(uri: str, workdir: Path) -> tuple[str, str]:
     """Register two versions of the real pipeline; the first is the champion."""
     from app.train import Generation, train_and_register
 
-    previous = Path.cwd()
-    os.chdir(workdir)
-    inference_timeout = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
-    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"  # seconds MLflow spends on pip
-    try:
+    with training_in(workdir):
         first = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
         second = train_and_register(
             uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
         ).version
-    finally:
-        os.chdir(previous)
-        if inference_timeout is None:
-            del os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"]
-        else:
-            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
     return first, second
