@@ -16,6 +16,9 @@
 
 Modes: ``--short`` (CI smoke, well under a minute), the default full run, and ``--sweep`` (only
 churn-api, one run per granian setting, to pick the settings documented in ``perf/README.md``).
+``--baseline COMMIT`` adds an older commit of churn-api as a stack measured right after the
+current one (:mod:`baseline`: its own checkout and environment, the same registry and wrk runs)
+and the ratios current / baseline to the targets.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF = ROOT / "perf"
@@ -467,7 +472,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stacks(uri: str, workers: int, mode: Mode, extra_env: Mapping[str, str]) -> list[Stack]:
+def stacks(
+    uri: str,
+    workers: int,
+    mode: Mode,
+    extra_env: Mapping[str, str],
+    older: tuple[str, Path] | None = None,
+) -> list[Stack]:
+    """The stacks of a run; ``older`` (name, Python) adds a baseline commit after churn-api."""
     env = {"MLFLOW_TRACKING_URI": uri, "MODEL_NAME": MODEL_NAME, "MODEL_ALIAS": ALIAS}
     service = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "{port}",
                "--workers", str(workers)]  # fmt: skip
@@ -476,6 +488,9 @@ def stacks(uri: str, workers: int, mode: Mode, extra_env: Mapping[str, str]) -> 
             "--workers", str(workers)]  # fmt: skip
     ours = {**env, **SERVICE_ENV, **extra_env}
     result = [Stack("churn-api", service, {**ours, "MICRO_BATCHING": "true"})]
+    if older is not None:  # the same settings, the commit's own code and environment
+        name, python = older
+        result.append(Stack(name, baseline.command(python, workers), result[0].env))
     if mode.micro_batching_off:
         off = {**ours, "MICRO_BATCHING": "false"}
         result.append(Stack("churn-api MICRO_BATCHING=false", service, off))
@@ -550,43 +565,67 @@ def measure_stack(
         server.stop()
 
 
-def drift_cost(
-    uri: str, workers: int, mode: Mode, expected: Mapping[str, Any], quiet_wait: float
-) -> dict[str, Any]:
-    """``POST /predict`` at c=32 on the same build with DRIFT_METRICS on and off, interleaved.
+Scenario = tuple[str, Path, int]  # path, body, connections
+PREDICT_C32: Scenario = ("/predict", PAYLOADS / "predict.json", HEADLINE)
 
-    Both servers run side by side (the idle one only wakes for its once-a-second flush) and wrk
-    drives them in turns, on/off then off/on, so a slow moment of the machine hits both; the
-    figure is the ratio of the median req/s.
+
+def in_turns(
+    named: Mapping[str, Stack],
+    scenarios: Mapping[str, Scenario],
+    rounds: int,
+    mode: Mode,
+    expected: Mapping[str, Any],
+    quiet_wait: float,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Start every stack side by side, then drive each scenario on each in turns, ``rounds`` times.
+
+    The order of the stacks is reversed every round (a, b, then b, a), so a slow moment of the
+    machine hits all of them; the idle servers only wake for their once-a-second flush. Returns,
+    per stack and scenario, the wrk run of every round.
     """
-    base = stacks(uri, workers, mode, {})[0]
-    servers = {
-        setting: Server(
-            Stack(f"churn-api DRIFT_METRICS={setting}", base.command,
-                  {**base.env, "DRIFT_METRICS": setting}),
-            free_port(), REGISTRY,
-        )
-        for setting in ("true", "false")
-    }  # fmt: skip
-    runs: dict[str, list[dict[str, Any]]] = {setting: [] for setting in servers}
-    print(f"\n== drift counters: DRIFT_METRICS true/false, {mode.drift_rounds} rounds", flush=True)
+    servers = {key: Server(stack, free_port(), REGISTRY) for key, stack in named.items()}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        key: {scenario: [] for scenario in scenarios} for key in servers
+    }
     try:
         for server in servers.values():
             server.start()
             checks = check_answers(server, expected)
             if not checks["ok"]:
                 raise RuntimeError(f"{server.stack.name} answers wrong: {checks['problems']}")
-        for round_ in range(mode.drift_rounds):
-            order = ("true", "false") if round_ % 2 == 0 else ("false", "true")
-            for setting in order:
-                run = drive(servers[setting], mode, "/predict", PAYLOADS / "predict.json",
-                            HEADLINE, quiet_wait)  # fmt: skip
-                runs[setting].append(run)
-                print(f"   DRIFT_METRICS={setting} c={HEADLINE}: {_short(run)}", flush=True)
+        for round_ in range(rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for scenario, (path, body, connections) in scenarios.items():
+                for key in order:
+                    run = drive(servers[key], mode, path, body, connections, quiet_wait)
+                    runs[key][scenario].append(run)
+                    print(f"   {servers[key].stack.name} {path} c={connections}: {_short(run)}",
+                          flush=True)  # fmt: skip
     finally:
         for server in servers.values():
             server.stop()
-    median = {s: statistics.median(r["rps"] for r in found) for s, found in runs.items()}
+    return runs
+
+
+def median_rps(runs: Sequence[Mapping[str, Any]]) -> float:
+    return float(statistics.median(float(run["rps"]) for run in runs))
+
+
+def drift_cost(
+    uri: str, workers: int, mode: Mode, expected: Mapping[str, Any], quiet_wait: float
+) -> dict[str, Any]:
+    """``POST /predict`` at c=32 on the same build with DRIFT_METRICS on and off, in turns
+    (:func:`in_turns`); the figure is the ratio of the median req/s."""
+    base = stacks(uri, workers, mode, {})[0]
+    named = {
+        setting: Stack(f"churn-api DRIFT_METRICS={setting}", base.command,
+                       {**base.env, "DRIFT_METRICS": setting})
+        for setting in ("true", "false")
+    }  # fmt: skip
+    print(f"\n== drift counters: DRIFT_METRICS true/false, {mode.drift_rounds} rounds", flush=True)
+    found = in_turns(named, {"predict": PREDICT_C32}, mode.drift_rounds, mode, expected, quiet_wait)
+    runs = {setting: by_scenario["predict"] for setting, by_scenario in found.items()}
+    median = {setting: median_rps(each) for setting, each in runs.items()}
     return {
         "connections": HEADLINE,
         "rounds": mode.drift_rounds,
@@ -594,6 +633,28 @@ def drift_cost(
         "median_rps": median,
         "ratio_on_off": median["true"] / median["false"],
     }
+
+
+def baseline_in_turns(
+    ours: Stack, theirs: Stack, mode: Mode, expected: Mapping[str, Any], quiet_wait: float
+) -> dict[str, Any]:
+    """The current build and the baseline commit side by side, in turns (:func:`in_turns`):
+    ``/predict`` at c=32 and 1000-row batches; the ratios of the median req/s."""
+    batch: Scenario = ("/predict/batch", PAYLOADS / "batch-1000.json", mode.batch_concurrency)
+    scenarios = {"predict": PREDICT_C32, "batch_1000": batch}
+    rounds = max(mode.drift_rounds, 1)
+    print(f"\n== {ours.name} and {theirs.name} in turns, {rounds} rounds", flush=True)
+    found = in_turns({"current": ours, "baseline": theirs}, scenarios, rounds, mode, expected,
+                     quiet_wait)  # fmt: skip
+    median = {key: {s: median_rps(runs) for s, runs in each.items()} for key, each in found.items()}
+    return {
+        "rounds": rounds,
+        "scenarios": {name: {"path": path, "connections": c}
+                      for name, (path, _, c) in scenarios.items()},
+        "runs": found,
+        "median_rps": median,
+        "ratio": {s: median["current"][s] / median["baseline"][s] for s in scenarios},
+    }  # fmt: skip
 
 
 def _short(run: Mapping[str, Any]) -> str:
@@ -707,6 +768,8 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
         ("req/s twin vs W/t̄", base["rps"] / estimate, "(for reference)", True),
     ]  # fmt: skip
     targets += protocol_targets(stacks_)
+    if "baseline" in result:
+        targets += baseline.targets(stacks_, result["baseline"], HEADLINE)
     if "drift_cost" in result:
         drift = result["drift_cost"]
         targets.append((
@@ -758,7 +821,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
 
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
     measured = [(n, s) for n, s in result["stacks"].items() if "single" in s]
-    for (name, stack), color in zip(measured, ["C0", "C2", "C3"], strict=False):
+    for (name, stack), color in zip(measured, ["C0", "C2", "C3", "C1", "C4"], strict=False):
         connections = [int(c) for c in stack["single"]]
         runs = list(stack["single"].values())
         for key, style in (("p50", "-"), ("p99", "--")):
@@ -778,7 +841,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
     workers = result["workers"]
-    figure.suptitle(f"churn-api vs FastAPI twin, {workers} workers each, {result['machine']['cpu']}"
+    figure.suptitle(f"churn-api vs others, {workers} workers each, {result['machine']['cpu']}"
                     f" ({result['machine']['cpus']} CPUs)", fontsize=9)  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -841,6 +904,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="champion kind (default lr); 'all' runs every kind in the compact 'models' mode",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also measure this older commit of churn-api (its own checkout and environment)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
@@ -870,6 +938,12 @@ def run_one(args: argparse.Namespace, mode: Mode, kind: str) -> int:
     if args.sweep:
         sweep(uri, args.workers, mode, expected, args.quiet_wait)
         return 0
+    older: tuple[str, Path] | None = None
+    compared: dict[str, Any] | None = None
+    if args.baseline:
+        sha, python = baseline.prepare(args.baseline)
+        older = (f"baseline {args.baseline}", python)
+        compared = {"name": older[0], "commit": sha, "python": str(python)}
     result: dict[str, Any] = {
         "mode": mode.name,
         "model": {"kind": kind, "format": FORMATS[kind]},
@@ -887,9 +961,16 @@ def run_one(args: argparse.Namespace, mode: Mode, kind: str) -> int:
         "in_process": {**timings, "estimate_rps": estimate},
         "stacks": {},
     }
-    for stack in stacks(uri, args.workers, mode, {}):
+    if compared is not None:
+        result["baseline"] = compared
+    measured = stacks(uri, args.workers, mode, {}, older)
+    for stack in measured:
         result["stacks"][stack.name] = measure_stack(
             stack, mode, expected, mode.concurrencies, args.quiet_wait
+        )
+    if compared is not None:
+        compared["in_turns"] = baseline_in_turns(
+            measured[0], measured[1], mode, expected, args.quiet_wait
         )
     if mode.drift_rounds:
         result["drift_cost"] = drift_cost(uri, args.workers, mode, expected, args.quiet_wait)

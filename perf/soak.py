@@ -3,18 +3,21 @@
 1. Makes (or reuses) a registry with two versions of the champion under
    ``perf/results/tmp/soak-registry`` and starts ``churn-api serve`` (2 workers) on it.
 2. Measures the maximum with wrk (``/predict`` at 32 connections, 1000-row batches at 4), then
-   paces two wrk processes (``perf/wrk/paced.lua``: a fixed pause before each request) to about
-   45 % of the ``/predict`` maximum plus 15 % of the batch maximum: 60 % of capacity in all.
-   The connections stay fixed for the run (a steady offered load; a controller that added
-   connections whenever the machine got slower would raise latency by itself).
+   offers two wrk processes' load at fixed rates (``perf/wrk/paced.lua``: each request booked a
+   slot of a schedule, so the rate does not fall when latency rises) of 45 % of the ``/predict``
+   maximum plus 15 % of the batch maximum: 60 % of capacity in all. A 10 s trial at those rates
+   checks them; each minute's achieved rate corrects the next minute's offered rate (by at most
+   10 % a minute), so the load stays at its target; the JSON records target, offered and
+   achieved per minute.
 3. Every minute: one wrk run per path (latency and rate of that minute), the alias moved to the
-   other version at the half minute (the workers poll every 5 s and swap), and the RSS and PSS of
-   every server process sampled every 10 s from ``/proc/PID/smaps_rollup``.
+   other version at the half minute (the workers poll every 5 s and swap), and the RSS, PSS and
+   USS of every server process (main and workers) sampled every 10 s from
+   ``/proc/PID/smaps_rollup``.
 4. Writes ``perf/results/<out>.json`` and ``.png`` and exits 1 if, over the second half, memory
-   (total RSS or USS of the server's processes; PSS is recorded, see :func:`verdict`) grew by
-   more than 5 %, any request failed (wrk's connect, read, write, timeout or non-2xx counts), a
-   swap did not complete, or the last minute's p99 of either path is more than 1.5x that of the
-   first minute.
+   (the PSS of the whole server, main process and workers: shared pages are counted once; RSS
+   and USS are recorded and plotted too) grew by more than 5 %, any request failed (wrk's
+   connect, read, write, timeout or non-2xx counts), a swap did not complete, or the last
+   minute's p99 of either path is more than 1.5x that of the first minute.
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ PACED = bench.PERF / "wrk" / "paced.lua"
 BODIES = {"predict": bench.PAYLOADS / "predict.json", "batch": bench.PAYLOADS / "batch-1000.json"}
 PATHS = {"predict": "/predict", "batch": "/predict/batch"}
 SHARES = {"predict": 0.45, "batch": 0.15}  # of each path's own maximum: 60 % in all
-# A long pause and many connections: the rate depends little on the latency of the moment.
-PAUSE_MS = {"predict": 20, "batch": 50}
+# Connections the offered rate is spread over: enough that some are free when latency rises
+# (at 60 % of the maximum, a /predict answer takes a few ms; 128 connections carry 4,000 req/s
+# through answers of 30 ms).
+CONNECTIONS = {"predict": 128, "batch": 16}
+CORRECTION = (0.9, 1.1)  # bounds of one minute's change of the offered rate
 SAMPLE_SECONDS = 10
 MINUTE = 60
 LIMITS = {"memory_growth": 0.05, "p99_ratio": 1.5}
-JUDGED = ("rss_mib", "uss_mib")  # memory measures the growth limit applies to (see verdict)
+JUDGED = ("pss_mib",)  # the memory measure the growth limit applies to (see verdict)
 SERVICE_ENV = {
     **bench.SERVICE_ENV,
     "MODEL_POLL_SECONDS": "5",
@@ -87,10 +93,12 @@ def memory(pids: list[int]) -> dict[str, dict[str, int]]:
     return found
 
 
-def paced(port: int, name: str, connections: int, seconds: int) -> subprocess.Popen[bytes]:
+def paced(port: int, name: str, rate: float, seconds: int) -> subprocess.Popen[bytes]:
+    """wrk offering ``rate`` requests per second on ``name``'s path for ``seconds``."""
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(PACED),
-        f"http://127.0.0.1:{port}{PATHS[name]}", "--", str(BODIES[name]), str(PAUSE_MS[name]),
+        "wrk", "-t1", f"-c{CONNECTIONS[name]}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(PACED), f"http://127.0.0.1:{port}{PATHS[name]}", "--", str(BODIES[name]),
+        f"{rate:.3f}",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -131,32 +139,32 @@ def serving(port: int, version: str) -> int:
 
 
 def calibrate(server: bench.Server) -> dict[str, Any]:
-    """Each path's maximum, then the connections that pace each to its share of it."""
+    """Each path's maximum, its target rate, and a 10 s trial offering the targets together."""
     mode = bench.Mode("soak", 3, 10, (32,), 4, 0.0, False, 0)  # 3 s warm-up + 10 s per path
     maxima = {
         "predict": bench.drive(server, mode, "/predict", BODIES["predict"], 32),
         "batch": bench.drive(server, mode, "/predict/batch", BODIES["batch"], 4),
     }
     targets = {name: SHARES[name] * maxima[name]["rps"] for name in SHARES}
-    connections = dict.fromkeys(SHARES, 1)
-    trial: dict[str, Any] = {}
-    for _ in range(2):  # guess from the pause alone, then correct once by the measured rate
-        for name, target in targets.items():
-            achieved = trial.get(name, {}).get("rps")
-            if achieved:
-                connections[name] = max(1, round(connections[name] * target / achieved))
-            else:
-                connections[name] = max(1, math.ceil(target * (PAUSE_MS[name] + 1) / 1000))
-        running = {name: paced(server.port, name, connections[name], 10) for name in SHARES}
-        trial = {name: finish(process) for name, process in running.items()}
+    running = {name: paced(server.port, name, targets[name], 10) for name in SHARES}
+    trial = {name: finish(process) for name, process in running.items()}
     return {
         "max": {name: {"rps": run["rps"], "p99_ms": run["latency_ms"]["p99"]}
                 for name, run in maxima.items()},
         "targets_rps": targets,
-        "connections": connections,
-        "pause_ms": PAUSE_MS,
+        "connections": CONNECTIONS,
         "trial": trial,
+        "offered_rps": {name: corrected(targets[name], targets[name], trial[name]["rps"])
+                        for name in SHARES},
     }  # fmt: skip
+
+
+def corrected(offered: float, target: float, achieved: float) -> float:
+    """The next offered rate: ``offered`` scaled by target / achieved, within :data:`CORRECTION`."""
+    if achieved <= 0:
+        return offered * CORRECTION[1]
+    low, high = CORRECTION
+    return offered * min(max(target / achieved, low), high)
 
 
 def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> dict[str, Any]:
@@ -167,15 +175,21 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
     if not _wait(lambda: serving(server.port, versions[0]) == 2, 60):
         raise RuntimeError(f"version {versions[0]} not served by both workers")
     calibration = calibrate(server)
-    print(f"calibration: {json.dumps(calibration['max'])} -> {calibration['connections']}")
+    targets = calibration["targets_rps"]
+    offered = dict(calibration["offered_rps"])
+    print(
+        f"calibration: max {json.dumps(calibration['max'])}, target {_rates(targets)}, trial"
+        f" {_rates({n: r['rps'] for n, r in calibration['trial'].items()})}, offered"
+        f" {_rates(offered)}",
+        flush=True,
+    )
     samples: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    connections = dict(calibration["connections"])
     started = time.monotonic()
     for minute in range(minutes):
         begun = time.monotonic()
         cpu = (bench.busy_cpu_seconds(), server.cpu_seconds())
-        running = {name: paced(server.port, name, connections[name], MINUTE) for name in SHARES}
+        running = {name: paced(server.port, name, offered[name], MINUTE) for name in SHARES}
         swap: dict[str, Any] = {}
         for tick in range(MINUTE // SAMPLE_SECONDS):
             _sleep_until(begun + tick * SAMPLE_SECONDS)
@@ -197,15 +211,21 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
                 "swap": swap,
                 "server_cpu_cores": server_cores,
                 "machine_busy_cores": busy_cores,  # includes wrk and other users of the machine
-                "connections": dict(connections),
+                "rate_rps": {
+                    name: {"target": targets[name], "offered": offered[name],
+                           "achieved": result[name]["rps"]}
+                    for name in SHARES
+                },
             }
-        )
+        )  # fmt: skip
+        offered = {n: corrected(offered[n], targets[n], result[n]["rps"]) for n in SHARES}
         swapped = f"in {swap['seconds']:.1f}s" if swap["done"] else "NOT DONE"
         print(
             f"minute {minute + 1}: /predict {result['predict']['rps']:,.0f} req/s p99"
             f" {result['predict']['latency_ms']['p99']:.1f} ms, batch {result['batch']['rps']:.1f}"
             f" req/s p99 {result['batch']['latency_ms']['p99']:.1f} ms, errors"
-            f" {result['predict']['errors'] + result['batch']['errors']}, swap to"
+            f" {result['predict']['errors'] + result['batch']['errors']}, load"
+            f" {load_fraction(runs[-1], calibration):.0%} of max, swap to"
             f" v{swap['version']} {swapped},"
             f" PSS {samples[-1]['pss_mib']:.0f} MiB, CPU server {server_cores:.2f} of"
             f" {busy_cores:.2f} busy cores",
@@ -213,6 +233,16 @@ def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> d
         )
     samples.append({"t": time.monotonic() - started, **_totals(memory(server.pids()))})
     return {"calibration": calibration, "minutes": runs, "memory": samples}
+
+
+def _rates(rates: dict[str, float]) -> str:
+    return ", ".join(f"{name} {rate:,.1f}/s" for name, rate in rates.items())
+
+
+def load_fraction(run: dict[str, Any], calibration: dict[str, Any]) -> float:
+    """The minute's achieved load as a share of capacity: the sum over paths of rate / maximum."""
+    maxima = calibration["max"]
+    return sum(float(run[name]["rps"]) / float(maxima[name]["rps"]) for name in SHARES)
 
 
 def _totals(processes: dict[str, dict[str, int]]) -> dict[str, Any]:
@@ -253,12 +283,13 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         name: runs[-1][name]["latency_ms"]["p99"] / runs[0][name]["latency_ms"]["p99"]
         for name in SHARES
     }
-    maxima = result["calibration"]["max"]
-    load = [sum(run[name]["rps"] / maxima[name]["rps"] for name in SHARES) for run in runs]
+    load = [load_fraction(run, result["calibration"]) for run in runs]
     failed = sum(run[name]["errors"] for run in runs for name in SHARES)
-    # Judged on RSS and USS, what the server's processes hold themselves. PSS is recorded too, but
-    # it also moves with other processes: uv hard-links every environment's libraries from one
-    # cache, so any Python process on the machine shares (and stops sharing) those pages.
+    # Judged on the PSS of the whole server: each page counted once, however many of the main
+    # process and its workers share it (RSS counts a shared page in every process, so copy-on-write
+    # sharing lost after the fork would not show as growth there, and USS misses the shared part).
+    # PSS also moves a little with other processes mapping the same files (uv hard-links every
+    # environment's libraries from one cache); RSS and USS are recorded and plotted beside it.
     problems = [
         f"{key} grew {value:.1%} over the second half"
         for key, value in growth.items()
@@ -277,6 +308,7 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         "memory_growth_second_half": growth,
         "p99_ratio_last_to_first_minute": p99_ratio,
         "load_fraction_of_max_per_minute": load,
+        "load_target_fraction": sum(SHARES.values()),
         "requests": sum(run[name]["requests"] for run in runs for name in SHARES),
         "failed": failed,
         "swaps": sum(1 for run in runs if run["swap"]["done"]),
@@ -296,7 +328,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (memory_axis, latency_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (memory_axis, latency_axis, load_axis) = plt.subplots(1, 3, figsize=(15, 4.2))
     samples = result["memory"]
     minutes = [s["t"] / MINUTE for s in samples]
     memory_axis.plot(minutes, [s["pss_mib"] for s in samples], "-o", ms=3, label="PSS, all")
@@ -305,7 +337,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for pid in samples[0]["processes"]:
         values = [s["processes"].get(pid, {}).get("pss_kib", math.nan) / 1024 for s in samples]
         memory_axis.plot(minutes, values, ":", label=f"PSS pid {pid}")
-    memory_axis.set(title="server memory (3 processes)", xlabel="minute", ylabel="MiB")
+    memory_axis.set(title="server memory, main + 2 workers (judged: PSS, all)", xlabel="minute",
+                    ylabel="MiB")  # fmt: skip
     memory_axis.set_ylim(bottom=0)
     runs = result["minutes"]
     for name, color in (("predict", "C0"), ("batch", "C3")):
@@ -315,7 +348,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
                               color=color, ms=3, label=f"{PATHS[name]} {key}")  # fmt: skip
     latency_axis.set(title="latency per minute (hot-swap in each)", xlabel="minute", ylabel="ms")
     latency_axis.set_yscale("log")
-    for axis in (memory_axis, latency_axis):
+    x = [run["minute"] for run in runs]
+    load_axis.plot(x, [100 * v for v in result["verdict"]["load_fraction_of_max_per_minute"]],
+                   "-o", ms=3, color="k", label="achieved, both paths")  # fmt: skip
+    for name, color in (("predict", "C0"), ("batch", "C3")):
+        maximum = result["calibration"]["max"][name]["rps"]
+        for key, style in (("target", ":"), ("achieved", "-o")):
+            load_axis.plot(x, [100 * run["rate_rps"][name][key] / maximum for run in runs], style,
+                           color=color, ms=3, label=f"{PATHS[name]} {key}")  # fmt: skip
+    load_axis.set(title="load, % of each path's maximum", xlabel="minute", ylabel="%")
+    load_axis.set_ylim(bottom=0)
+    for axis in (memory_axis, latency_axis, load_axis):
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
     check = result["verdict"]
