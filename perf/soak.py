@@ -44,8 +44,9 @@ PATHS = {"predict": "/predict", "batch": "/predict/batch"}
 SHARES = {"predict": 0.45, "batch": 0.15}  # of each path's own maximum: 60 % in all
 # Connections the offered rate is spread over: enough that some are free when latency rises
 # (at 60 % of the maximum, a /predict answer takes a few ms; 128 connections carry 4,000 req/s
-# through answers of 30 ms).
-CONNECTIONS = {"predict": 128, "batch": 16}
+# through answers of 30 ms). Batches: 6 bodies of 1000 rows in flight at most, within one
+# worker's MAX_QUEUED_ROWS (8192) even if all land on it (16 gave 503s after a stall).
+CONNECTIONS = {"predict": 128, "batch": 6}
 CORRECTION = (0.9, 1.1)  # bounds of one minute's change of the offered rate
 SAMPLE_SECONDS = 10
 MINUTE = 60
