@@ -78,7 +78,8 @@ def ensure_versions() -> tuple[str, list[str]]:
 
 
 def memory(pids: list[int]) -> dict[str, dict[str, int]]:
-    """RSS, PSS and USS (private pages) in KiB of each process, from /proc/PID/smaps_rollup."""
+    """RSS, PSS (and its anonymous part) and USS (private pages) in KiB of each process, from
+    /proc/PID/smaps_rollup."""
     found = {}
     for pid in pids:
         try:
@@ -89,6 +90,7 @@ def memory(pids: list[int]) -> dict[str, dict[str, int]]:
         found[str(pid)] = {
             "rss_kib": values.get("Rss", 0),
             "pss_kib": values.get("Pss", 0),
+            "pss_anon_kib": values.get("Pss_Anon", 0),
             "uss_kib": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
         }
     return found
@@ -252,6 +254,7 @@ def _totals(processes: dict[str, dict[str, int]]) -> dict[str, Any]:
         "rss_mib": sum(p["rss_kib"] for p in processes.values()) / 1024,
         "pss_mib": sum(p["pss_kib"] for p in processes.values()) / 1024,
         "uss_mib": sum(p["uss_kib"] for p in processes.values()) / 1024,
+        "pss_anon_mib": sum(p["pss_anon_kib"] for p in processes.values()) / 1024,
     }
 
 
@@ -277,7 +280,7 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
     second = [s for s in samples if s["t"] >= half]
     growth = {
         key: _mean([s[key] for s in second[-3:]]) / _mean([s[key] for s in second[:3]]) - 1
-        for key in ("pss_mib", "rss_mib", "uss_mib")
+        for key in ("pss_mib", "rss_mib", "uss_mib", "pss_anon_mib")
     }
     runs = result["minutes"]
     p99_ratio = {
@@ -290,7 +293,8 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
     # process and its workers share it (RSS counts a shared page in every process, so copy-on-write
     # sharing lost after the fork would not show as growth there, and USS misses the shared part).
     # PSS also moves a little with other processes mapping the same files (uv hard-links every
-    # environment's libraries from one cache); RSS and USS are recorded and plotted beside it.
+    # environment's libraries from one cache); RSS, USS and PSS's anonymous part (heap: what a
+    # leak grows, unmoved by other processes' file mappings) are recorded and plotted beside it.
     problems = [
         f"{key} grew {value:.1%} over the second half"
         for key, value in growth.items()
@@ -316,6 +320,7 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         "pss_mib_start_end": [samples[0]["pss_mib"], samples[-1]["pss_mib"]],
         "rss_mib_start_end": [samples[0]["rss_mib"], samples[-1]["rss_mib"]],
         "uss_mib_start_end": [samples[0]["uss_mib"], samples[-1]["uss_mib"]],
+        "pss_anon_mib_start_end": [samples[0]["pss_anon_mib"], samples[-1]["pss_anon_mib"]],
     }
 
 
@@ -335,6 +340,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     memory_axis.plot(minutes, [s["pss_mib"] for s in samples], "-o", ms=3, label="PSS, all")
     memory_axis.plot(minutes, [s["rss_mib"] for s in samples], "-o", ms=3, label="RSS, all")
     memory_axis.plot(minutes, [s["uss_mib"] for s in samples], "-o", ms=3, label="USS, all")
+    memory_axis.plot(minutes, [s["pss_anon_mib"] for s in samples], "-o", ms=3,
+                     label="PSS anonymous, all")  # fmt: skip
     for pid in samples[0]["processes"]:
         values = [s["processes"].get(pid, {}).get("pss_kib", math.nan) / 1024 for s in samples]
         memory_axis.plot(minutes, values, ":", label=f"PSS pid {pid}")
