@@ -9,8 +9,6 @@ the count is a plain integer.
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.errors import Overloaded
 from app.inference import Scorer
 from app.model import Champion, Rows, Scores
@@ -35,7 +33,3 @@ class Bounded:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        """Anything else is the wrapped scorer's (tests and tools look at its queue)."""
-        return getattr(self.inner, name)

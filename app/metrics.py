@@ -202,7 +202,7 @@ def _add_histogram(histogram: Histogram, counts: Sequence[int], total: float) ->
     ``Histogram.observe`` adds one observation to the first bucket whose bound is not below it and
     to the sum (prometheus_client keeps non-cumulative bucket counts, +Inf last, and accumulates
     them when collecting); this makes the same additions for many observations at once. There is
-    no public bulk API; tests/test_ops_units.py pins that both give the same exposition.
+    no public bulk API; tests/test_metrics.py pins that both give the same exposition.
     """
     buckets = histogram._buckets
     if len(buckets) != len(counts):

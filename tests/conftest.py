@@ -1,7 +1,9 @@
 """Shared fixtures: in-process apps with a fake model, a real MLflow registry, a real server.
 
 The registry and the server are session-scoped: training, logging and starting granian take
-seconds, and every test that needs them only reads from them.
+seconds, and every test that needs them only reads from them (a test that moves an alias does it
+in its own ``registry.copy(...)``). Helpers: ``support.py`` (in process) and ``ops_support.py``
+(real processes).
 """
 
 from __future__ import annotations
@@ -15,12 +17,22 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from support import FakeModel, champion, running_server, server_environ
+from ops_support import (
+    ALIAS,
+    MODEL_NAME,
+    register_reordered,
+    server_environ,
+    server_for,
+    train_versions,
+)
+from ops_support import (
+    Server as Server,
+)
+from support import FakeModel, champion
 
 from app.main import Loader, create_app
 from app.settings import Settings
 
-MODEL_NAME = "churn-classifier"
 REORDERED_ALIAS = "reordered"
 
 MakeClient = Callable[..., TestClient[Any]]
@@ -61,15 +73,24 @@ def client(make_client: MakeClient, fake_model: FakeModel) -> TestClient[Any]:
 
 @dataclass(frozen=True)
 class Registry:
-    """A real SQLite MLflow registry holding a trained champion."""
+    """A real SQLite MLflow registry: a trained champion, a second version and a reordered one.
+
+    Trained once per test run. A test that moves an alias works on its own :meth:`copy` (the
+    copies share the artifact files, which are only read), so tests never see each other's
+    aliases.
+    """
 
     uri: str
     name: str
     alias: str
     version: str
+    """The champion's version."""
     run_id: str
+    other_version: str
+    """A second version of the same pipeline (another seed), registered, not promoted."""
     reordered_alias: str
     reordered_version: str
+    """A pipeline fitted on the columns in reverse order: fails the feature guard."""
     workdir: Path
 
     def settings(self, **changes: Any) -> Settings:
@@ -88,24 +109,27 @@ class Registry:
         }
         return server_environ(**{**defaults, **variables})
 
+    def copy(self, where: Path) -> str:
+        """A tracking URI of this registry's own copy of the database, in ``where``."""
+        where.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.workdir / "mlflow.db", where / "mlflow.db")
+        return f"sqlite:///{where / 'mlflow.db'}"
+
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """Train and register a champion, plus a model fitted with its columns in another order."""
+    """Train and register the champion, a second version and a model fitted on reordered columns."""
     workdir = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)  # MLflow puts run artifacts under ./mlruns of the working directory
-        from app.train import Generation, train_and_register
-
-        trained = train_and_register(uri, MODEL_NAME, "champion", Generation(samples=2000))
-        reordered_version = register_reordered_model(uri, MODEL_NAME, REORDERED_ALIAS)
+    champion, other = train_versions(uri, workdir)
+    reordered_version = register_reordered(uri, workdir, REORDERED_ALIAS)
     yield Registry(
         uri=uri,
         name=MODEL_NAME,
-        alias="champion",
-        version=trained.version,
-        run_id=trained.run_id,
+        alias=ALIAS,
+        version=champion.version,
+        run_id=champion.run_id,
+        other_version=other.version,
         reordered_alias=REORDERED_ALIAS,
         reordered_version=reordered_version,
         workdir=workdir,
@@ -113,41 +137,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     shutil.rmtree(workdir / "mlruns", ignore_errors=True)
 
 
-def register_reordered_model(uri: str, name: str, alias: str) -> str:
-    """The same kind of pipeline, fitted on a DataFrame whose columns are in reverse order."""
-    import mlflow
-    import mlflow.sklearn
-    from mlflow import MlflowClient
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from app.train import Generation, synthesize
-
-    frame, churn = synthesize(Generation(samples=500, seed=11))
-    frame = frame[list(reversed(frame.columns))]
-    pipeline = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
-    pipeline.fit(frame, churn)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("churn")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(pipeline, name="model", registered_model_name=name)
-    version = str(info.registered_model_version)
-    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        name, alias, version
-    )
-    return version
-
-
-@dataclass(frozen=True)
-class Server:
-    base_url: str
-    pid: int
-
-
 @pytest.fixture(scope="session")
-def server(registry: Registry) -> Iterator[Server]:
-    """``churn-api serve --workers 2`` on a free loopback port, serving the registry's champion."""
-    with running_server(registry.environ(), registry.workdir, workers=2) as (url, process):
-        yield Server(base_url=url, pid=process.pid)
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``churn-api serve --workers 2`` on a free loopback port, serving the registry's champion
+    (checked in the main process first, as ``churn-api serve`` does by default)."""
+    with server_for(registry.uri, tmp_path_factory.mktemp("server"), check="1") as running:
+        yield running

@@ -1,16 +1,17 @@
-"""Helpers of the operations tests (tests/test_ops_*.py): a real registry, real servers, load.
+"""The real processes and models the tests start: a trained registry, servers, load, metrics.
 
-Nothing here is shared with conftest.py. The registry is trained once per test process (two
-versions of the real pipeline and one fitted on reordered columns); a test that moves an alias
-works on its own copy of the SQLite database (the copies share the artifact files, which are only
-read), so tests never see each other's aliases.
+``support.py`` holds the in-process world (payloads, fake models, champions built in memory);
+this module holds everything that trains a real model or runs as another process: the registry
+trainers (used once per test run by the ``registry`` fixture of ``conftest.py``, and by tests that
+need a registry of their own, e.g. behind a real ``mlflow server``), the one launcher of
+``churn-api serve`` (:func:`start_server`), ``mlflow server`` (:class:`MlflowServer`), a threaded
+load generator (:class:`Load`) and the ``/metrics`` scraper.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,52 +19,25 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from support import VALID
+
+if TYPE_CHECKING:
+    from app.train import TrainResult
 
 MODEL_NAME: Final = "churn-classifier"
 ALIAS: Final = "champion"
 START_SECONDS: Final = 120.0
 ADMIN_TOKEN: Final = "ops-test-token-0123456789"
-CUSTOMER: Final[dict[str, Any]] = {
-    "tenure_months": 12,
-    "monthly_charges": 79.5,
-    "total_charges": 954.0,
-    "num_support_tickets": 3,
-    "is_month_to_month": True,
-}
 
 
-@dataclass(frozen=True)
-class OpsRegistry:
-    """Versions ``good`` (champion at first), ``other`` (registered, not promoted), ``bad``."""
-
-    workdir: Path
-    good: str
-    other: str
-    bad: str
-
-    def copy(self, where: Path) -> str:
-        """A tracking URI of this registry's own copy of the database."""
-        where.mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.workdir / "mlflow.db", where / "mlflow.db")
-        return f"sqlite:///{where / 'mlflow.db'}"
-
-
-_built: OpsRegistry | None = None
-
-
-def ops_registry(workdir: Path) -> OpsRegistry:
-    """Train and register the three versions once per test process (about 30 s)."""
-    global _built
-    if _built is None:
-        _built = _train(workdir)
-    return _built
+# --- a real registry -----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -87,7 +61,20 @@ def training_in(workdir: Path) -> Iterator[None]:
             os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = inference_timeout
 
 
-def _train(workdir: Path) -> OpsRegistry:
+def train_versions(uri: str, workdir: Path) -> tuple[TrainResult, TrainResult]:
+    """Register two versions of the real pipeline; the first is the champion."""
+    from app.train import Generation, train_and_register
+
+    with training_in(workdir):
+        first = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000))
+        second = train_and_register(
+            uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
+        )
+    return first, second
+
+
+def register_reordered(uri: str, workdir: Path, alias: str) -> str:
+    """The same kind of pipeline fitted on columns in reverse order (fails the feature guard)."""
     import mlflow
     import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
@@ -96,22 +83,22 @@ def _train(workdir: Path) -> OpsRegistry:
 
     from app.train import Generation, synthesize
 
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    good, other = train_versions(uri, workdir)
     with training_in(workdir):
         frame, churn = synthesize(Generation(samples=500, seed=11))
-        frame = frame[list(reversed(frame.columns))]  # fails the contract's feature guard
+        frame = frame[list(reversed(frame.columns))]
+        pipeline = Pipeline(
+            [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
+        ).fit(frame, churn)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         mlflow.set_experiment("churn")
         with mlflow.start_run():
             info = mlflow.sklearn.log_model(
-                Pipeline(
-                    [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
-                ).fit(frame, churn),
-                name="model",
-                registered_model_name=MODEL_NAME,
+                pipeline, name="model", registered_model_name=MODEL_NAME
             )
-        bad = str(info.registered_model_version)
-    return OpsRegistry(workdir=workdir, good=good, other=other, bad=bad)
+    version = str(info.registered_model_version)
+    set_alias(uri, version, alias)
+    return version
 
 
 def set_alias(uri: str, version: str, alias: str = ALIAS) -> None:
@@ -122,33 +109,54 @@ def set_alias(uri: str, version: str, alias: str = ALIAS) -> None:
     )
 
 
+# --- processes -----------------------------------------------------------------------------------
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def server_environ(**variables: str) -> dict[str, str]:
+    """This process's environment (without PYTHONWARNINGS) plus ``variables``, for a child."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **variables}
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def serve_command(port: int, workers: int = 2, *options: str) -> list[str]:
+    """``churn-api serve`` through the interpreter running the tests (same venv)."""
+    return [
+        sys.executable, "-m", "app", "serve", *options,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+
+
 @dataclass
-class Server:
-    """``churn-api serve`` started by a test, in its own session (so only it is ever killed)."""
+class Started:
+    """A process a test started in its own session (so only it is ever killed), with its log."""
 
     process: subprocess.Popen[bytes]
-    base_url: str
     log: Path
-    metrics_dir: Path
-    workers: int
 
-    def worker_pids(self) -> list[int]:
-        return children(self.process.pid)
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log_text(self) -> str:
-        """The server's output so far, complete lines only (it may be writing one right now)."""
+        """The output so far, complete lines only (the process may be writing one right now)."""
         text = self.log.read_text(errors="replace")
         return text[: text.rfind("\n") + 1]
 
-    def stop(self, timeout: float = 30.0) -> int:
+    def stop(self, timeout: float = 30.0, *, group: bool = False) -> int:
+        """SIGTERM (to its whole session if ``group``) and wait; SIGKILL the session if ignored."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -157,38 +165,51 @@ class Server:
         return self.process.returncode
 
 
+def launch(command: list[str], env: Mapping[str, str], workdir: Path, log: Path) -> Started:
+    """Start ``command`` in ``workdir`` in its own session, its output appended to ``log``."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=dict(env), cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return Started(process, log)
+
+
+@dataclass
+class Server(Started):
+    """``churn-api serve`` started by a test."""
+
+    base_url: str = ""
+    metrics_dir: Path = field(default_factory=Path)
+    workers: int = 2
+
+    def worker_pids(self) -> list[int]:
+        return children(self.process.pid)
+
+
 def start_server(uri: str, workdir: Path, workers: int = 2, **variables: str) -> Server:
     """Start the server on a free loopback port; return once every worker serves a model.
 
-    ``check="1"`` starts it as ``churn-api serve`` runs by default (fetched and checked in the main
-    process before the workers start); otherwise with ``--skip-check`` (each worker loads alone).
+    It polls no registry (``MODEL_POLL_SECONDS=0``) and writes its metrics under
+    ``workdir/prometheus`` unless ``variables`` say otherwise. ``check="1"`` starts it as
+    ``churn-api serve`` runs by default (fetched and checked in the main process before the
+    workers start); otherwise with ``--skip-check`` (each worker loads alone).
     """
     check = variables.pop("check", "") == "1"
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     metrics_dir = workdir / "prometheus"
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
+    defaults = {
         "MLFLOW_TRACKING_URI": uri,
         "MODEL_NAME": MODEL_NAME,
         "MODEL_ALIAS": ALIAS,
         "MODEL_POLL_SECONDS": "0",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        **variables,
     }
-    env.pop("PYTHONWARNINGS", None)
-    log = workdir / "server.log"
-    command = [
-        sys.executable, "-m", "app", "serve", *([] if check else ["--skip-check"]),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = Server(process, f"http://127.0.0.1:{port}", log, metrics_dir, workers)
+    env = server_environ(**{**defaults, **variables})
+    options = [] if check else ["--skip-check"]
+    started = launch(serve_command(port, workers, *options), env, workdir, workdir / "server.log")
+    server = Server(started.process, started.log, f"http://127.0.0.1:{port}", metrics_dir, workers)
     try:
         wait_for(lambda: serving_workers(server) == workers, START_SECONDS, server)
     except BaseException:
@@ -197,48 +218,37 @@ def start_server(uri: str, workdir: Path, workers: int = 2, **variables: str) ->
     return server
 
 
-def wait_for(condition: Any, timeout: float, server: Server | None = None) -> None:
-    """Poll ``condition()`` (bounded) until it is true; fail early if the server died."""
+@contextlib.contextmanager
+def server_for(uri: str, workdir: Path, workers: int = 2, **variables: str) -> Iterator[Server]:
+    """:func:`start_server` as a context: the server is stopped on the way out."""
+    server = start_server(uri, workdir, workers, **variables)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(
+    condition: Callable[..., object], timeout: float, process: Started | None = None
+) -> None:
+    """Poll ``condition()`` (bounded) until it is true; fail early if ``process`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server is not None and server.process.poll() is not None:
+        if process is not None and process.process.poll() is not None:
             raise AssertionError(
-                f"server exited ({server.process.returncode}):\n{server.log_text()}"
+                f"process exited ({process.process.returncode}):\n{process.log_text()}"
             )
         with contextlib.suppress(httpx.TransportError):
             if condition():
                 return
         time.sleep(0.2)  # poll interval: the loop waits for a real condition
-    tail = server.log_text()[-4000:] if server is not None else ""
+    tail = process.log_text()[-4000:] if process is not None else ""
     raise AssertionError(f"condition not met within {timeout:.0f}s\n{tail}")
 
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def scrape(base_url: str) -> Samples:
-    """``/metrics`` parsed with prometheus_client's parser: sample name -> (labels, value)."""
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
-    return samples
-
-
-def total(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
-) -> float:
-    return sum(
-        value
-        for found, value in samples.get(name, [])
-        if all(found.get(key) == wanted for key, wanted in labels.items())
-    )
-
-
-def serving_workers(server: Server) -> int:
-    """Worker processes that report a loaded model (``churn_model_info`` is a live sum)."""
-    return int(total(scrape(server.base_url), "churn_model_info"))
+def healthy(base_url: str) -> bool:
+    """``GET /health`` answers 200 (a transport error is not an answer: :func:`wait_for`)."""
+    return httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200
 
 
 def children(pid: int) -> list[int]:
@@ -256,6 +266,66 @@ def children(pid: int) -> list[int]:
 
 
 @dataclass
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 (SQLite backend and artifacts in ``workdir``, artifacts
+    served), in its own session; stopped and started again on the same port by the tests."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    running: Started | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("mlflow")), "server",
+            "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+            "--artifacts-destination", str(self.workdir / "artifacts"), "--serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        self.running = launch(command, os.environ, self.workdir, self.workdir / "mlflow.log")
+        wait_for(lambda: healthy(self.uri), START_SECONDS, self.running)
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop(group=True)  # its own session: the server and its workers
+        self.running = None
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(base_url: str) -> Samples:
+    """``/metrics`` parsed with prometheus_client's parser: sample name -> (labels, value)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for found, value in samples.get(name, [])
+        if all(found.get(key) == wanted for key, wanted in labels.items())
+    )
+
+
+def serving_workers(server: Server) -> int:
+    """Worker processes that report a loaded model (``churn_model_info`` is a live sum)."""
+    return int(total(scrape(server.base_url), "churn_model_info"))
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass
 class Load:
     """A bounded threaded load generator: ``threads`` loops of POST /predict, one client each.
 
@@ -267,7 +337,7 @@ class Load:
     threads: int = 8
     max_seconds: float = 60.0
     path: str = "/predict"
-    body: Any = field(default_factory=lambda: CUSTOMER)
+    body: Any = field(default_factory=lambda: VALID)
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -334,70 +404,3 @@ class Load:
                 self.versions[str(version)] += 1
                 answers.append(str(version))
         return str(status)
-
-
-@contextlib.contextmanager
-def server_for(uri: str, workdir: Path, **variables: str) -> Iterator[Server]:
-    server = start_server(uri, workdir, 2, **variables)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@dataclass
-class MlflowServer:
-    """``mlflow server`` on 127.0.0.1 (SQLite backend and artifacts in ``workdir``, artifacts
-    served), in its own session; stopped and started again on the same port by the tests."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [
-            str(Path(sys.executable).with_name("mlflow")), "server",
-            "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(self.workdir / "artifacts"), "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-        with (self.workdir / "mlflow-server.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        wait_for(self.answers, START_SECONDS)
-
-    def answers(self) -> bool:
-        assert self.process is not None
-        assert self.process.poll() is None, "mlflow server exited"
-        try:
-            return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: server and workers
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        self.process = None
-
-
-def train_versions(uri: str, workdir: Path) -> tuple[str, str]:
-    """Register two versions of the real pipeline; the first is the champion."""
-    from app.train import Generation, train_and_register
-
-    with training_in(workdir):
-        first = train_and_register(uri, MODEL_NAME, ALIAS, Generation(samples=2000)).version
-        second = train_and_register(
-            uri, MODEL_NAME, ALIAS, Generation(samples=2000, seed=8), promote=False
-        ).version
-    return first, second

@@ -1,26 +1,22 @@
-"""Small real objects the tests share: payloads, fake models, free ports and a running server.
+"""The in-process world the tests share: payloads, fake models and champions built in memory.
 
-Fixtures live in ``conftest.py``; this module holds the plain helpers they (and the tests) use.
+Fixtures live in ``conftest.py``; real processes, registries and load live in ``ops_support.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import httpx
 import numpy as np
+from litestar import Litestar
 
+from app.admission import Bounded
 from app.model import Champion, Rows, Scores
 from app.schemas import FEATURES
 
@@ -62,7 +58,7 @@ CUSTOMERS: Final[list[Payload]] = [
 ]
 """Distinct contract-valid customers, bounds included."""
 
-SERVER_START_SECONDS: Final = 90.0
+GATE_SECONDS: Final = 10.0
 
 
 def customer(**changes: Any) -> Payload:
@@ -140,6 +136,37 @@ class ConstantModel:
         return np.full(len(rows), self.probability, dtype=np.float64)
 
 
+class GatedModel(FakeModel):
+    """Blocks inside its first call until released, so requests pile up behind it.
+
+    It answers as :class:`FakeModel` (and records every call), or ``probability`` for every row
+    if given; ``fail`` makes every call raise once released.
+    """
+
+    def __init__(self, probability: float | None = None, *, fail: bool = False) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.probability_given = probability
+        self.fail = fail
+
+    def __call__(self, rows: Rows) -> Scores:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(GATE_SECONDS)
+        if self.fail:
+            raise RuntimeError("model failed")
+        scores = super().__call__(rows)
+        if self.probability_given is None:
+            return scores
+        return np.full(len(rows), self.probability_given, dtype=np.float64)
+
+    async def entered_call(self) -> None:
+        """Wait (bounded, off the event loop) until the scoring thread is inside the first call."""
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, self.entered.wait, GATE_SECONDS)
+
+
 class BrokenModel:
     """A model that fails the way real code fails: with an exception naming a file path."""
 
@@ -157,81 +184,36 @@ def champion(predict: Any, version: str = "7") -> Champion:
     )
 
 
+@asynccontextmanager
+async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's real lifespan and truly concurrent requests on this event loop.
+
+    (Litestar's AsyncTestClient hands each request to a blocking portal, one at a time.)
+    """
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's narrower types
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as client,
+    ):
+        yield client
+
+
+async def held(app: Litestar, rows: int) -> None:
+    """Wait (bounded) until the app's worker holds ``rows`` rows, queued or being scored.
+
+    That is admission control's count (``MAX_QUEUED_ROWS`` is checked against it). The scorer
+    takes what arrived in one turn of the event loop as the loop's next callback, so this returns
+    after one more turn: everything counted is then in the scorer's queue.
+    """
+    scorer = app.state.service.scorer
+    assert isinstance(scorer, Bounded)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GATE_SECONDS
+    while scorer.rows < rows and loop.time() < deadline:
+        await asyncio.sleep(0.005)  # poll interval of a bounded wait for a real condition
+    await asyncio.sleep(0)
+
+
 def rounded(probability: float) -> float:
     assert math.isfinite(probability)
     return round(probability, 6)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve_command(port: int, workers: int = 2) -> list[str]:
-    """``churn-api serve`` through the interpreter running the tests (same venv)."""
-    return [
-        sys.executable, "-m", "app", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-    ]  # fmt: skip
-
-
-def server_environ(**variables: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **variables}
-    env.pop("PYTHONWARNINGS", None)
-    return env
-
-
-def wait_until_healthy(
-    base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float
-) -> None:
-    """Poll ``/health`` until it answers 200; fail early if the server process exits."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base_url, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if client.get("/health").status_code == 200:
-                    return
-            time.sleep(0.2)  # poll interval; the loop waits for a real condition
-    raise AssertionError(f"no healthy server after {timeout:.0f}s:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM the process we started and wait for it; kill it only if it ignores SIGTERM."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: only our processes
-            process.wait(timeout=timeout)
-    return process.returncode
-
-
-@contextlib.contextmanager
-def running_server(
-    env: Mapping[str, str], workdir: Path, workers: int = 2
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start ``churn-api serve`` on a free loopback port; yield its base URL and process."""
-    port = free_port()
-    log = workdir / f"server-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            serve_command(port, workers),
-            cwd=workdir,
-            env=dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process, log, SERVER_START_SECONDS)
-        yield base_url, process
-    finally:
-        stop(process)

@@ -203,7 +203,7 @@ def run_to_exit(champions: Champions, workdir: Path, *args: str) -> tuple[int, s
     import subprocess
     import sys
 
-    from support import free_port, server_environ
+    from ops_support import free_port, server_environ
 
     tests = str(Path(__file__).parent)  # StuckModel is unpickled from this module
     env = server_environ(

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from conftest import MODEL_NAME, Registry
+from conftest import Registry
 from litestar.testing import TestClient
+from ops_support import MODEL_NAME
 from prometheus_client import REGISTRY
 from support import payloads, training_like
 

@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from conftest import MakeClient
-from litestar import Litestar
-from support import CUSTOMERS, VALID, FakeModel, champion, customer
+from support import (
+    CUSTOMERS,
+    GATE_SECONDS,
+    VALID,
+    FakeModel,
+    GatedModel,
+    champion,
+    customer,
+    held,
+    serving,
+)
 
 from app.inference import MicroBatcher
 from app.main import create_app
 from app.model import Rows, Scores
 from app.settings import Settings
-
-GATE_SECONDS = 10.0
-
-
-class GatedModel(FakeModel):
-    """Blocks inside its first call until released, so requests pile up behind it."""
-
-    def __init__(self, fail: bool = False) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.fail = fail
-
-    def __call__(self, rows: Rows) -> Scores:
-        if not self.entered.is_set():
-            self.entered.set()
-            assert self.release.wait(GATE_SECONDS)
-        if self.fail:
-            raise RuntimeError("model failed")
-        return super().__call__(rows)
 
 
 def requests(sizes: list[int]) -> list[Rows]:
@@ -143,20 +128,6 @@ def many_customers(count: int) -> list[dict[str, Any]]:
     ]
 
 
-@asynccontextmanager
-async def serving(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """The app's real lifespan and truly concurrent requests on this event loop.
-
-    (Litestar's AsyncTestClient hands each request to a blocking portal, one at a time.)
-    """
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's narrower types
-    async with (
-        app.lifespan(),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
-        yield client
-
-
 class TestOverHTTP:
     def test_requests_piled_up_behind_a_busy_model_each_get_the_lone_request_answer(
         self, make_client: MakeClient
@@ -182,11 +153,8 @@ class TestOverHTTP:
                         for _ in range(8)
                     ),
                 ]
-                # Poll (bounded) until every request waits in the scorer's queue, then release.
-                pending = app.state.service.scorer._queue
-                deadline = loop.time() + GATE_SECONDS
-                while pending.qsize() < len(answers) and loop.time() < deadline:
-                    await asyncio.sleep(0.005)
+                # Wait (bounded) until every request's rows are held behind the gate, then release.
+                await held(app, 1 + len(payloads) + 8 * len(CUSTOMERS))
                 model.release.set()
                 assert (await gate).status_code == 200
                 return [response.json() for response in await asyncio.gather(*answers)]

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import Registry, Server
-from support import CUSTOMERS, VALID, customer, free_port, running_server, wait_until_healthy
+from ops_support import START_SECONDS, Started, free_port, healthy, launch, server_for, wait_for
+from support import CUSTOMERS, VALID, customer
 
 from app.schemas import FEATURES
 
 pytestmark = pytest.mark.e2e
 
-START_SECONDS = 120.0
 PROBA_ALIAS = "proba"
 
 
@@ -45,7 +42,7 @@ class Stacks:
 
 
 @contextlib.contextmanager
-def mlflow_serve(uri: str, model_uri: str, workdir: Path) -> Iterator[tuple[str, Any]]:
+def mlflow_serve(uri: str, model_uri: str, workdir: Path) -> Iterator[tuple[str, Started]]:
     """Start ``mlflow models serve`` in its own session; yield its URL and process."""
     port = free_port()
     log = workdir / f"mlflow-serve-{port}.log"
@@ -58,21 +55,11 @@ def mlflow_serve(uri: str, model_uri: str, workdir: Path) -> Iterator[tuple[str,
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
     ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    started = launch(command, env, workdir, log)
     try:
-        yield f"http://127.0.0.1:{port}", (process, log)
+        yield f"http://127.0.0.1:{port}", started
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the session started above: only its processes
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        started.stop(group=True)  # the session started above: only its processes
 
 
 def register_proba_version(uri: str, registry: Registry) -> str:
@@ -107,20 +94,20 @@ def stacks(
     registry: Registry, server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stacks]:
     workdir = tmp_path_factory.mktemp("differential")
-    shutil.copy(registry.workdir / "mlflow.db", workdir / "mlflow.db")  # this module's own aliases
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    uri = registry.copy(workdir)  # this module's own aliases
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", "1")
         proba = register_proba_version(uri, registry)
-    env = registry.environ(MLFLOW_TRACKING_URI=uri, MODEL_ALIAS=PROBA_ALIAS)
     with (
         mlflow_serve(registry.uri, f"models:/{registry.name}/{registry.version}", workdir) as plain,
         mlflow_serve(uri, f"models:/{registry.name}/{proba}", workdir) as with_proba,
-        running_server(env, workdir, workers=1) as (churn_proba, _),
+        server_for(
+            uri, workdir / "churn-proba", 1, check="1", MODEL_ALIAS=PROBA_ALIAS
+        ) as churn_proba,
     ):
-        for url, (process, log) in (plain, with_proba):
-            wait_until_healthy(url, process, log, START_SECONDS)
-        yield Stacks(server.base_url, plain[0], churn_proba, with_proba[0], uri)
+        for url, started in (plain, with_proba):
+            wait_for(lambda: healthy(url), START_SECONDS, started)  # noqa: B023
+        yield Stacks(server.base_url, plain[0], churn_proba.base_url, with_proba[0], uri)
 
 
 def valid_customers(count: int, seed: int = 7) -> list[dict[str, Any]]:

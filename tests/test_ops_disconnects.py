@@ -19,16 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Registry
 from ops_support import (
-    CUSTOMER,
-    OpsRegistry,
     Server,
-    ops_registry,
     scrape,
     start_server,
     total,
     wait_for,
 )
+from support import VALID as CUSTOMER
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +35,7 @@ BATCH = {"instances": [CUSTOMER, {**CUSTOMER, "tenure_months": 0, "total_charges
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> OpsRegistry:
-    return ops_registry(tmp_path_factory.mktemp("ops-registry"))
-
-
-@pytest.fixture(scope="module")
-def server(registry: OpsRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("disconnects")
     started = start_server(registry.copy(workdir), workdir)
     try:

@@ -10,28 +10,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import Registry
 from ops_support import (
     Load,
-    OpsRegistry,
     Server,
-    ops_registry,
     scrape,
     serving_workers,
     start_server,
     total,
     wait_for,
 )
+from support import CUSTOMERS
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> OpsRegistry:
-    return ops_registry(tmp_path_factory.mktemp("ops-registry"))
-
-
 def test_a_worker_killed_under_load_is_respawned_and_the_service_keeps_answering(
-    registry: OpsRegistry, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     server = start_server(registry.copy(tmp_path), tmp_path)
     try:
@@ -79,12 +74,12 @@ def test_a_worker_killed_under_load_is_respawned_and_the_service_keeps_answering
 
 
 def test_sigterm_under_load_finishes_every_response_it_started(
-    registry: OpsRegistry, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     server = start_server(registry.copy(tmp_path), tmp_path, 2, PROMETHEUS_MULTIPROC_DIR="")
     private_dir = metrics_dir_of(server)
     assert private_dir.is_dir()
-    body = {"instances": [dict(customer) for customer in [CUSTOMER_A, CUSTOMER_B] * 256]}
+    body = {"instances": [dict(customer) for customer in CUSTOMERS[:2] * 256]}
     with Load(server.base_url, threads=8, max_seconds=60, path="/predict/batch", body=body) as load:
         wait_for(lambda: load.answered >= 100, 30, server)
         signalled_at = time.monotonic()
@@ -134,13 +129,3 @@ def metrics_dir_of(server: Server) -> Path:
             if path.suffix == ".db" and path.parent.name.startswith("churn-api-metrics-"):
                 return path.parent
     raise AssertionError("no worker maps a file of a private metrics directory")
-
-
-CUSTOMER_A = {
-    "tenure_months": 12,
-    "monthly_charges": 79.5,
-    "total_charges": 954.0,
-    "num_support_tickets": 3,
-    "is_month_to_month": True,
-}
-CUSTOMER_B = {**CUSTOMER_A, "tenure_months": 0, "total_charges": 0.0}

@@ -60,7 +60,7 @@ def test_a_registry_outage_under_load_fails_no_prediction_and_is_logged_once_eac
     registry.workdir.mkdir()
     registry.start()
     try:
-        first, second = train_versions(registry.uri, registry.workdir)
+        first, second = (v.version for v in train_versions(registry.uri, registry.workdir))
         with (
             server_for(registry.uri, tmp_path / "service", MODEL_POLL_SECONDS="1") as server,
             Load(server.base_url, threads=4, max_seconds=240) as load,

@@ -16,25 +16,24 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from ops_support import (
-    CUSTOMER,
     Server,
-    ops_registry,
     scrape,
     server_for,
     total,
     wait_for,
 )
 from prometheus_client import multiprocess
+from support import VALID
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    registry = ops_registry(tmp_path_factory.mktemp("ops-registry"))
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("ops-server")
     with server_for(registry.copy(workdir), workdir) as running:
         yield running
@@ -58,7 +57,7 @@ def per_worker_predict_counts(server: Server) -> dict[str, float]:
 def send_predictions(base_url: str, count: int, threads: int = 8) -> None:
     def one(_: int) -> int:
         with httpx.Client(base_url=base_url, timeout=30) as client:
-            return client.post("/predict", json=CUSTOMER).status_code
+            return client.post("/predict", json=VALID).status_code
 
     with ThreadPoolExecutor(threads) as pool:  # one connection per request: spread over workers
         assert set(pool.map(one, range(count))) == {200}
@@ -103,7 +102,7 @@ class TestMetrics:
 
     def test_batch_sizes_and_predictions_by_label(self, server: Server) -> None:
         before = scrape(server.base_url)
-        batch = {"instances": [CUSTOMER] * 10 + [{**CUSTOMER, "num_support_tickets": 0}] * 5}
+        batch = {"instances": [VALID] * 10 + [{**VALID, "num_support_tickets": 0}] * 5}
         with httpx.Client(base_url=server.base_url) as client:
             for _ in range(4):
                 assert client.post("/predict/batch", json=batch).status_code == 200
@@ -123,12 +122,10 @@ class TestMetrics:
 
     def test_validation_failures_are_counted_by_field_without_indexes(self, server: Server) -> None:
         before = scrape(server.base_url)
-        bad = {"instances": [CUSTOMER, {**CUSTOMER, "tenure_months": "12", "nickname": "x"}]}
+        bad = {"instances": [VALID, {**VALID, "tenure_months": "12", "nickname": "x"}]}
         with httpx.Client(base_url=server.base_url) as client:
             assert client.post("/predict/batch", json=bad).status_code == 422
-            assert (
-                client.post("/predict", params={"threshold": 2}, json=CUSTOMER).status_code == 422
-            )
+            assert client.post("/predict", params={"threshold": 2}, json=VALID).status_code == 422
 
         def delta(field: str) -> float:
             name = "churn_validation_failures_total"
@@ -160,7 +157,7 @@ class TestRequestIds:
     @pytest.mark.parametrize(
         ("method", "path", "body", "status"),
         [
-            ("POST", "/predict", CUSTOMER, 200),
+            ("POST", "/predict", VALID, 200),
             ("POST", "/predict", {"tenure_months": -1}, 422),
             ("GET", "/no-such-path", None, 404),
             ("DELETE", "/predict", None, 405),
@@ -211,7 +208,7 @@ class TestLogs:
         request_id = f"log-line-{time.monotonic_ns()}"
         response = httpx.post(
             f"{server.base_url}/predict?threshold=0.3",
-            json=CUSTOMER,
+            json=VALID,
             headers={"X-Request-ID": request_id},
         )
         assert response.status_code == 200

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Registry
 from ops_support import (
     ADMIN_TOKEN,
     Load,
-    OpsRegistry,
     Server,
-    ops_registry,
     scrape,
     server_for,
     set_alias,
@@ -26,11 +25,6 @@ from ops_support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> OpsRegistry:
-    return ops_registry(tmp_path_factory.mktemp("ops-registry"))
 
 
 def serving(server: Server, version: str) -> int:
@@ -47,15 +41,15 @@ def log_lines(server: Server, needle: str) -> list[dict[str, object]]:
 
 
 def test_moving_the_alias_swaps_every_worker_under_load_without_a_failed_request(
-    registry: OpsRegistry, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     uri = registry.copy(tmp_path)
     with server_for(uri, tmp_path, MODEL_POLL_SECONDS="1") as server:
         with Load(server.base_url, threads=6, max_seconds=60) as load:
             wait_for(lambda: load.answered >= 300, 30, server)
             moved_at = time.monotonic()
-            set_alias(uri, registry.other)
-            wait_for(lambda: serving(server, registry.other) == 2, 30, server)
+            set_alias(uri, registry.other_version)
+            wait_for(lambda: serving(server, registry.other_version) == 2, 30, server)
             swapped_in = time.monotonic() - moved_at
             answered_at_swap = load.answered
             wait_for(lambda: load.answered >= answered_at_swap + 300, 30, server)
@@ -68,9 +62,9 @@ def test_moving_the_alias_swaps_every_worker_under_load_without_a_failed_request
         "after the alias moved"
     )
     assert load.failed == 0, (load.statuses, load.errors)
-    assert set(load.versions) == {registry.good, registry.other}
-    assert info["version"] == registry.other
-    assert total(samples, "churn_model_info", version=registry.good) == 0
+    assert set(load.versions) == {registry.version, registry.other_version}
+    assert info["version"] == registry.other_version
+    assert total(samples, "churn_model_info", version=registry.version) == 0
     assert total(samples, "churn_model_reloads_total", outcome="swapped") == 2
     assert len(log_lines(server, "swapped in churn-classifier version")) == 2
     # Each load thread keeps one connection, so one worker: it switches once and never back.
@@ -80,7 +74,7 @@ def test_moving_the_alias_swaps_every_worker_under_load_without_a_failed_request
 
 
 def test_admin_reload_needs_the_token_and_reaches_every_worker(
-    registry: OpsRegistry, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
     uri = registry.copy(tmp_path)
     with server_for(uri, tmp_path, MODEL_POLL_SECONDS="0", ADMIN_TOKEN=ADMIN_TOKEN) as server:
@@ -95,7 +89,7 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(
         unchanged = httpx.post(url, headers=authorized)
         assert (unchanged.status_code, unchanged.json()["status"]) == (200, "unchanged")
 
-        set_alias(uri, registry.other)
+        set_alias(uri, registry.other_version)
         with Load(server.base_url, threads=4, max_seconds=60) as load:
             wait_for(lambda: load.answered >= 100, 30, server)
             swapped = httpx.post(url, headers=authorized, timeout=60)
@@ -104,17 +98,23 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(
             # "unchanged" reload above reached it after the alias moved: then it already serves
             # the new version. Either way it answers with the new version.
             assert swapped.json() in (
-                {"status": "swapped", "version": registry.other, "previous": registry.good},
-                {"status": "unchanged", "version": registry.other},
+                {
+                    "status": "swapped",
+                    "version": registry.other_version,
+                    "previous": registry.version,
+                },
+                {"status": "unchanged", "version": registry.other_version},
             )
             # The other worker follows the trigger file within a second or two.
-            wait_for(lambda: serving(server, registry.other) == 2, 15, server)
+            wait_for(lambda: serving(server, registry.other_version) == 2, 15, server)
 
-            set_alias(uri, registry.bad)  # fitted on reordered columns: fails the feature guard
+            set_alias(
+                uri, registry.reordered_version
+            )  # fitted on reordered columns: fails the feature guard
             failed = httpx.post(url, headers=authorized, timeout=60)
             assert failed.status_code == 502
             assert failed.json()["status"] == "failed"
-            assert failed.json()["version"] == registry.other
+            assert failed.json()["version"] == registry.other_version
             assert "fitted on features" in failed.json()["detail"]
             failures = "churn_model_reloads_total"
             wait_for(
@@ -123,9 +123,11 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(
             answered = load.answered
             wait_for(lambda: load.answered >= answered + 100, 30, server)
 
-        assert serving(server, registry.other) == 2  # the bad version never replaced it
+        assert serving(server, registry.other_version) == 2  # the bad version never replaced it
         assert load.failed == 0, (load.statuses, load.errors)
-        assert httpx.get(f"{server.base_url}/model-info").json()["version"] == registry.other
+        assert (
+            httpx.get(f"{server.base_url}/model-info").json()["version"] == registry.other_version
+        )
         errors = log_lines(server, "champion reload failed")
         assert len(errors) == 2
         assert all(line["level"] == "error" for line in errors)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import Registry
-from ops_support import Server, free_port, start_server, wait_for
+from ops_support import Server, Started, free_port, launch, start_server, wait_for
 from support import payloads, training_like
 
 from app.schemas import FEATURES
@@ -177,10 +176,8 @@ def overlapping(boxes: list[dict[str, int]]) -> list[tuple[int, int]]:
 
 
 @dataclass
-class Prometheus:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
+class Prometheus(Started):
+    base_url: str = ""
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query's result; fails on an error (a bad expression among them)."""
@@ -198,15 +195,6 @@ class Prometheus:
         body = httpx.get(f"{self.base_url}/api/v1/alerts", timeout=10).json()
         alerts: list[dict[str, Any]] = body["data"]["alerts"]
         return alerts
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: only what we started
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -251,21 +239,16 @@ def prometheus(served: Server, tmp_path: Path) -> Iterator[Prometheus]:
         f"--storage.tsdb.path={where / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=where, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    running = Prometheus(process, f"http://127.0.0.1:{port}", log)
+    started = launch(command, os.environ, where, log)
+    running = Prometheus(started.process, log, f"http://127.0.0.1:{port}")
     try:
-        wait_for(lambda: ready(running), WAIT_SECONDS)
+        wait_for(lambda: ready(running), WAIT_SECONDS, running)
         yield running
     finally:
-        running.stop()
+        running.stop(group=True)  # its own session: only what we started
 
 
 def ready(prometheus: Prometheus) -> bool:
-    if prometheus.process.poll() is not None:
-        raise AssertionError(f"prometheus exited:\n{prometheus.log.read_text()[-3000:]}")
     return httpx.get(f"{prometheus.base_url}/-/ready", timeout=2).status_code == 200
 
 

@@ -18,8 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 from ops_support import scrape, total, wait_for
-from support import CUSTOMERS, VALID, FakeModel, champion, row
-from test_inference import GATE_SECONDS, GatedModel, serving
+from support import (
+    CUSTOMERS,
+    GATE_SECONDS,
+    VALID,
+    FakeModel,
+    GatedModel,
+    champion,
+    held,
+    row,
+    serving,
+)
 
 from app.main import create_app
 from app.schemas import FEATURES
@@ -59,9 +68,7 @@ def test_requests_of_all_front_ends_are_scored_in_one_model_call() -> None:
             loop = asyncio.get_running_loop()
             assert await loop.run_in_executor(None, model.entered.wait, GATE_SECONDS)
             answers = [asyncio.ensure_future(client.post(p, json=b)) for p, b in calls]
-            deadline = loop.time() + GATE_SECONDS  # poll (bounded) until all are queued
-            while app.state.service.scorer._queue.qsize() < len(calls) and loop.time() < deadline:
-                await asyncio.sleep(0.005)
+            await held(app, 1 + 1 + 5 + 5 + 2 + 5)  # (bounded) the gate's row and all of calls'
             model.release.set()
             assert (await gate).status_code == 200
             return list(await asyncio.gather(*answers))

@@ -13,16 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Registry, Server
-from support import (
-    CUSTOMERS,
-    SERVER_START_SECONDS,
-    VALID,
+from ops_support import (
+    START_SECONDS,
+    children,
     free_port,
-    running_server,
+    healthy,
+    launch,
     serve_command,
-    stop,
-    wait_until_healthy,
+    start_server,
+    wait_for,
 )
+from support import CUSTOMERS, VALID
 
 from app.entrypoint import available_cpus
 
@@ -38,19 +39,6 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-def worker_pids(parent: int) -> list[int]:
-    """Processes whose parent is ``parent`` (granian's workers), from /proc."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
-
-
 def alive(pid: int) -> bool:
     """Running (not gone, not a zombie waiting for a parent that does not reap)."""
     try:
@@ -61,7 +49,7 @@ def alive(pid: int) -> bool:
 
 
 def test_server_runs_two_granian_workers(server: Server) -> None:
-    assert len(worker_pids(server.pid)) == 2
+    assert len(server.worker_pids()) == 2
 
 
 def test_health_and_model_info(http: httpx.Client, registry: Registry) -> None:
@@ -234,10 +222,13 @@ def test_bad_setting_makes_serve_exit_non_zero_naming_it(
 
 
 def test_sigterm_stops_the_server_and_its_workers(registry: Registry, tmp_path: Path) -> None:
-    with running_server(registry.environ(), tmp_path, workers=1) as (url, process):
-        workers = worker_pids(process.pid)
+    server = start_server(registry.uri, tmp_path, workers=1, check="1")
+    url = server.base_url
+    try:
+        workers = server.worker_pids()
         assert httpx.get(f"{url}/health").status_code == 200
-        code = stop(process)
+    finally:
+        code = server.stop()
 
     assert code == 0
     assert workers
@@ -253,17 +244,13 @@ def test_the_container_command_serves_with_a_worker_per_cpu_and_stops_on_sigterm
     env = loopback(registry.environ(), port)
     env.pop("WORKERS", None)  # as in the image: app.entrypoint fills it in
     log = tmp_path / "container-command.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            container_command(port), env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    started = launch(container_command(port), env, tmp_path, log)
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, log, SERVER_START_SECONDS)
-        workers = worker_pids(process.pid)  # the entrypoint exec'd: this is granian's main process
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), START_SECONDS, started)
+        workers = children(started.pid)  # the entrypoint exec'd: this is granian's main process
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=VALID)
     finally:
-        code = stop(process)
+        code = started.stop()
 
     assert len(workers) == available_cpus()
     assert answer.status_code == 200

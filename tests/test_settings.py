@@ -19,6 +19,8 @@ from app.declared import Declared
 from app.errors import StartupError
 from app.settings import RETIRED, Settings, declared, load
 
+SECRET = "s3cr3t-t0ken-abcdef"
+
 
 def test_defaults_are_the_contract_defaults() -> None:
     settings = Settings.from_environ({})
@@ -28,6 +30,11 @@ def test_defaults_are_the_contract_defaults() -> None:
     assert settings.model_alias == "champion"
     assert settings.decision_threshold == 0.5
     assert settings.max_body_bytes == 1_048_576
+    assert settings.access_log is True
+    assert settings.model_poll_seconds == 30
+    assert settings.admin_token is None
+    assert settings.max_queued_rows == 4096
+    assert settings.request_timeout_seconds == 10
     assert settings == Settings()
 
 
@@ -41,6 +48,11 @@ def test_values_are_read_from_the_given_environ() -> None:
             "MAX_BODY_BYTES": "2048",
             "MICRO_BATCHING": "off",
             "WORKERS": "4",
+            "ACCESS_LOG": "off",
+            "MODEL_POLL_SECONDS": "0",
+            "ADMIN_TOKEN": SECRET,
+            "MAX_QUEUED_ROWS": "1024",
+            "REQUEST_TIMEOUT_SECONDS": "2.5",
         }
     )
 
@@ -52,7 +64,15 @@ def test_values_are_read_from_the_given_environ() -> None:
         max_body_bytes=2048,
         micro_batching=False,
         workers=4,
+        access_log=False,
+        model_poll_seconds=0,
+        admin_token=SECRET,
+        max_queued_rows=1024,
+        request_timeout_seconds=2.5,
     )
+    assert (settings.access_log, settings.model_poll_seconds) == (False, 0)
+    assert (settings.admin_token, settings.max_queued_rows) == (SECRET, 1024)
+    assert settings.request_timeout_seconds == 2.5
 
 
 @pytest.mark.parametrize("value", ["0", "1", "0.0", "1.0", " 0.25 "])
@@ -78,6 +98,13 @@ def test_threshold_bounds_are_inclusive(value: str) -> None:
         ("WORKERS", "0"),
         ("WORKERS", "two"),
         ("MAX_BATCH_ROWS", "0"),
+        ("ACCESS_LOG", "maybe"),
+        ("MODEL_POLL_SECONDS", "-1"),
+        ("MODEL_POLL_SECONDS", "soon"),
+        ("MAX_QUEUED_ROWS", "1023"),
+        ("MAX_QUEUED_ROWS", "1e3"),
+        ("REQUEST_TIMEOUT_SECONDS", "nan"),
+        ("REQUEST_TIMEOUT_SECONDS", "4000"),
     ],
 )
 def test_malformed_or_out_of_range_setting_names_the_variable(name: str, value: str) -> None:
@@ -126,9 +153,6 @@ def test_a_settings_made_directly_is_checked_too(name: str, changes: dict[str, A
 def test_a_changed_copy_is_checked_too() -> None:
     with pytest.raises(StartupError, match=r"^setting WORKERS must be an integer in \[1, 256\]"):
         msgspec.structs.replace(Settings(), workers=0)
-
-
-SECRET = "s3cr3t-t0ken-abcdef"
 
 
 @pytest.mark.parametrize("bad", ["short", "has a space in the middle", "tab\tinside-a-long-token"])
