@@ -7,8 +7,8 @@
    slot of a schedule, so the rate does not fall when latency rises) of 45 % of the ``/predict``
    maximum plus 15 % of the batch maximum: 60 % of capacity in all. A 10 s trial at those rates
    checks them; each minute's achieved rate corrects the next minute's offered rate (by at most
-   10 % a minute), so the load stays at its target; the JSON records target, offered and
-   achieved per minute.
+   10 % a minute, within 0.8-1.25x the target), so the load stays at its target; the JSON
+   records target, offered and achieved per minute.
 3. Every minute: one wrk run per path (latency and rate of that minute), the alias moved to the
    other version at the half minute (the workers poll every 5 s and swap), and the RSS, PSS and
    USS of every server process (main and workers) sampled every 10 s from
@@ -48,6 +48,9 @@ SHARES = {"predict": 0.45, "batch": 0.15}  # of each path's own maximum: 60 % in
 # worker's MAX_QUEUED_ROWS (8192) even if all land on it (16 gave 503s after a stall).
 CONNECTIONS = {"predict": 128, "batch": 6}
 CORRECTION = (0.9, 1.1)  # bounds of one minute's change of the offered rate
+# Bounds of the offered rate, as multiples of the target: a server that cannot keep up (the
+# machine busy with other work) is not offered ever more, to be flooded once it is free again.
+OFFERED = (0.8, 1.25)
 SAMPLE_SECONDS = 10
 MINUTE = 60
 LIMITS = {"memory_growth": 0.05, "p99_ratio": 1.5}
@@ -163,11 +166,11 @@ def calibrate(server: bench.Server) -> dict[str, Any]:
 
 
 def corrected(offered: float, target: float, achieved: float) -> float:
-    """The next offered rate: ``offered`` scaled by target / achieved, within :data:`CORRECTION`."""
-    if achieved <= 0:
-        return offered * CORRECTION[1]
+    """The next offered rate: ``offered`` scaled by target / achieved, within :data:`CORRECTION`
+    and within :data:`OFFERED` times the target."""
     low, high = CORRECTION
-    return offered * min(max(target / achieved, low), high)
+    factor = high if achieved <= 0 else min(max(target / achieved, low), high)
+    return min(max(offered * factor, OFFERED[0] * target), OFFERED[1] * target)
 
 
 def soak(server: bench.Server, uri: str, versions: list[str], minutes: int) -> dict[str, Any]:
