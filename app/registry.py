@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from app import drift, sqlite_registry
+from app import drift, scoring, sqlite_registry
 from app.model import Champion, Rows, champion_from_estimator
 from app.profile import Profile
 from app.schemas import FEATURES
@@ -57,9 +57,10 @@ _preloaded: tuple[Fetched, Proven] | None = None
 
 
 def preload(fetched: Fetched, proven: Proven) -> None:
-    """Keep ``fetched``, and what a check proved for it, for the processes forked later."""
+    """Keep ``fetched``, and what a check proved for it with that path built (the model is not
+    run), for the processes forked later."""
     global _preloaded
-    _preloaded = (fetched, proven)
+    _preloaded = (fetched, scoring.build(fetched.estimator, proven))
 
 
 def describe(settings: Settings) -> str:

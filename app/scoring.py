@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
@@ -69,6 +70,8 @@ class Proven:
 
     path: str
     probe_scores: tuple[float, ...]
+    built: Predict | None = field(default=None, compare=False, repr=False)
+    """The path already rebuilt by :func:`build` (in the process the workers fork from)."""
 
     def encode(self) -> str:
         """One line, exact (hexadecimal floats), for a pipe between processes."""
@@ -125,8 +128,8 @@ def fastest_proven(estimator: Any, already: Proven | None = None) -> tuple[Predi
     numpy = numpy_path(estimator)
     if numpy is None or not _safely(proven, numpy, rows, reference, small_calls=False):
         return result(frame, "dataframe")
-    for path, build in FASTER.items():
-        fast = _safely(build, estimator, numpy)
+    for path, make in FASTER.items():
+        fast = _safely(make, estimator, numpy)
         if fast is not None and _safely(proven, fast, rows, reference):
             return result(fast, path)
     if _safely(proven, numpy, rows, reference):
@@ -153,18 +156,28 @@ def dataframe_path(estimator: Any) -> Predict:
     return predict
 
 
+def build(estimator: Any, already: Proven) -> Proven:
+    """``already`` with its path rebuilt for this same object, without running the model.
+
+    Safe in a process that forks afterwards; the processes forked from it share the path's
+    memory (a forest's flat arrays, the ``numpy`` path's copy of the model) instead of each
+    building its own.
+    """
+    if already.path == "dataframe":
+        return replace(already, built=dataframe_path(estimator))
+    numpy = numpy_path(estimator)
+    fast = FASTER.get(already.path)
+    return replace(already, built=numpy if fast is None else fast(estimator, numpy))
+
+
 def _rebuilt(estimator: Any, frame: Predict, already: Proven) -> tuple[Predict, Proven]:
     rows, reference = probe_rows(), np.array(already.probe_scores, dtype=np.float64)
-    if already.path == "dataframe":
-        if proven(frame, rows, reference):
-            return frame, already
-        raise StartupError("its dataframe scoring path does not match on the probe rows")
-    numpy = numpy_path(estimator)
-    build = FASTER.get(already.path)
-    predict = numpy if build is None or numpy is None else _safely(build, estimator, numpy)
-    if predict is None or not _safely(proven, predict, rows, reference):
+    rebuilt = already if already.built is not None else _safely(build, estimator, already)
+    predict = None if rebuilt is None else rebuilt.built
+    check = proven if already.path == "dataframe" else partial(_safely, proven)
+    if predict is None or not check(predict, rows, reference):
         raise StartupError(f"its {already.path} scoring path does not match on the probe rows")
-    return predict, already
+    return predict, replace(already, built=None)
 
 
 def _safely(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -59,18 +59,25 @@ def boosting_path(estimator: Any, numpy_path: Predict) -> Predict | None:
     def raw(rows: Rows) -> Scores:
         return np.asarray(values[leaves(rows)].sum(axis=0), dtype=np.float64)
 
+    base: list[float] = []  # the initial raw score, taken at the first call (not at build)
+
+    def walk(rows: Rows) -> Scores:
+        if not base:
+            base.append(_initial_raw_score(estimator, raw))
+        return np.asarray(expit(link * (base[0] + raw(rows))), dtype=np.float64)
+
+    return _small_calls(walk, numpy_path)
+
+
+def _initial_raw_score(estimator: Any, raw: Predict) -> float:
+    """The model's raw score less its trees' sum, the same for every row (else NaN: the proof
+    then fails, as the initial estimator's score depends on the row)."""
     probe = np.array([[12, 79.5, 954.0, 3, 1], [60, 110.0, 6600.0, 1, 0]], dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an array has no column names; the values are the same
         initial = np.ravel(estimator.decision_function(probe)) - raw(probe)
-    if not np.allclose(initial, initial[0], rtol=0, atol=1e-12):
-        return None  # an initial estimator whose raw score depends on the row
-    base = float(initial[0])
-
-    def walk(rows: Rows) -> Scores:
-        return np.asarray(expit(link * (base + raw(rows))), dtype=np.float64)
-
-    return _small_calls(walk, numpy_path)
+    same = np.allclose(initial, initial[0], rtol=0, atol=1e-12)
+    return float(initial[0]) if same else float("nan")
 
 
 def _leaf_finder(trees: Sequence[Any]) -> Callable[[Rows], np.ndarray[Any, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from app.errors import StartupError
 from app.model import champion_from_estimator
 from app.schemas import FEATURES
-from app.scoring import TOLERANCE, Proven, fastest_proven
+from app.scoring import TOLERANCE, Proven, build, fastest_proven
 from app.train import Generation, make_estimator, synthesize
 
 EXPECTED = {"lr": "linear", "rf": "forest", "hgb": "numpy", "gb": "boosting", "ct": "numpy"}
@@ -64,13 +64,17 @@ def test_each_kind_gets_its_fastest_path_and_it_equals_predict_proba(
         )
 
 
+@pytest.mark.parametrize("prebuilt", [False, True], ids=["rebuilt", "built-before-fork"])
 @pytest.mark.parametrize("kind", list(EXPECTED))
 def test_a_path_proved_before_is_rebuilt_from_the_probe_rows_alone(
-    fitted: dict[str, Any], kind: str
+    fitted: dict[str, Any], kind: str, prebuilt: bool
 ) -> None:
     rows = fresh_rows(100, seed=99)
     _, proof = fastest_proven(fitted[kind])
-    predict, again = fastest_proven(fitted[kind], already=Proven.decode(proof.encode()))
+    handed_on = Proven.decode(proof.encode())  # as the check child hands it to the server
+    if prebuilt:
+        handed_on = build(fitted[kind], handed_on)
+    predict, again = fastest_proven(fitted[kind], already=handed_on)
 
     assert again == proof
     np.testing.assert_allclose(predict(rows), reference(fitted[kind], rows), rtol=0, atol=TOLERANCE)
