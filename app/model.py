@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.arrays import Rows as Rows
 from app.arrays import Scores as Scores
 from app.errors import StartupError
 from app.profile import Profile
 from app.schemas import FEATURES
+
+if TYPE_CHECKING:
+    from app.scoring import Proven
 
 log = logging.getLogger("churn_api")
 
@@ -31,7 +34,10 @@ class Champion:
     predict: Callable[[Rows], Scores] = field(repr=False)
     """P(churn) for each row of a float64 array whose columns are :data:`FEATURES`."""
     scoring: str = "numpy"
-    """Which path :attr:`predict` takes: ``linear``, ``forest``, ``numpy`` or ``dataframe``."""
+    """Which path :attr:`predict` takes: ``linear``, ``forest``, ``boosting``, ``numpy`` or
+    ``dataframe`` (see :mod:`app.scoring`)."""
+    proven: Proven | None = field(default=None, repr=False)
+    """What the load-time proof established (handed to processes forked after it)."""
     load_seconds: float = 0.0
     profile: Profile | None = field(default=None, repr=False)
     """The version's reference profile (app.profile); None: no drift metrics."""
@@ -49,21 +55,22 @@ def champion_from_estimator(
     alias: str,
     run_id: str,
     load_seconds: float = 0.0,
-    proven: str | None = None,
+    proven: Proven | None = None,
 ) -> Champion:
     """Check a fitted classifier against the contract and pick its fastest exact scoring path.
 
     The reference is the model's own ``predict_proba`` on a DataFrame in contract order (what it
     was fitted on). A faster path serves only if it is proven equal to it at load, to
     :data:`TOLERANCE`, on the probe rows and thousands of contract-valid rows, scored all at once
-    and one at a time; otherwise the DataFrame path serves. ``proven`` names the path a check of
+    and one at a time; otherwise the DataFrame path serves. ``proven`` is what a check of
     this same estimator object already proved (``churn-api serve`` proves it once per server,
     before forking the workers): then the probe rows alone are checked again.
     """
     from app import scoring as paths
 
     check_estimator(estimator, f"{name} version {version}")
-    predict, scoring = paths.fastest_proven(estimator, proven)
+    predict, proof = paths.fastest_proven(estimator, proven)
+    scoring = proof.path
     if scoring == "dataframe":
         log.warning("model %s v%s needs a DataFrame per call (slower path)", name, version)
     return Champion(
@@ -73,6 +80,7 @@ def champion_from_estimator(
         run_id=run_id,
         predict=predict,
         scoring=scoring,
+        proven=proof,
         load_seconds=load_seconds,
     )
 

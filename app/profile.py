@@ -136,22 +136,42 @@ def read(tracking_uri: str, run_id: str, what: str) -> Profile | None:
     ``what`` names the model version in the log line. A missing, unreadable or invalid file
     never stops the model from serving: it only has no drift metrics.
     """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
     if not run_id:
         log.warning("%s has no run, so no reference profile: no drift metrics", what)
         return None
     try:
-        with tempfile.TemporaryDirectory(prefix="churn-api-profile-") as scratch:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=PROFILE_FILE, dst_path=scratch,
-                tracking_uri=tracking_uri,
-            )  # fmt: skip
-            return decode(Path(local).read_bytes())
-    except (MlflowException, OSError) as exc:
+        return decode(_download(tracking_uri, run_id))
+    except OSError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("%s has no %s (%s): no drift metrics", what, PROFILE_FILE, reason)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         log.warning("%s has an invalid %s (%s): no drift metrics", what, PROFILE_FILE, exc)
     return None
+
+
+def _download(tracking_uri: str, run_id: str) -> bytes:
+    """The run's profile file: read in place from a SQLite registry's local artifacts
+    (:mod:`app.sqlite_registry`), else downloaded by MLflow (its errors as OSError)."""
+    import sqlite3
+
+    from app import sqlite_registry
+
+    db = sqlite_registry.database(tracking_uri)
+    try:
+        local = None if db is None else sqlite_registry.run_artifacts(db, run_id)
+    except sqlite3.Error as exc:
+        raise OSError(str(exc)) from exc
+    if local is not None:
+        return (local / PROFILE_FILE).read_bytes()
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="churn-api-profile-") as scratch:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PROFILE_FILE, dst_path=scratch,
+                tracking_uri=tracking_uri,
+            )  # fmt: skip
+            return Path(path).read_bytes()
+    except MlflowException as exc:
+        raise OSError(str(exc)) from exc

@@ -14,6 +14,7 @@ alias has moved since.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -21,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from app import drift
+from app import drift, scoring, sqlite_registry
 from app.model import Champion, Rows, champion_from_estimator
 from app.profile import Profile
 from app.schemas import FEATURES
+from app.scoring import Proven
 from app.settings import Settings
 
 
@@ -51,13 +53,14 @@ class Fetched:
     """The run's reference profile (:mod:`app.drift`); None: no drift metrics."""
 
 
-_preloaded: tuple[Fetched, str] | None = None
+_preloaded: tuple[Fetched, Proven] | None = None
 
 
-def preload(fetched: Fetched, scoring: str) -> None:
-    """Keep ``fetched``, whose ``scoring`` path a check proved, for the processes forked later."""
+def preload(fetched: Fetched, proven: Proven) -> None:
+    """Keep ``fetched``, and what a check proved for it with that path built (the model is not
+    run), for the processes forked later."""
     global _preloaded
-    _preloaded = (fetched, scoring)
+    _preloaded = (fetched, scoring.build(fetched.estimator, proven))
 
 
 def describe(settings: Settings) -> str:
@@ -67,6 +70,14 @@ def describe(settings: Settings) -> str:
 
 def resolve(settings: Settings) -> tuple[str, str]:
     """The version and run id the alias names now."""
+    db = sqlite_registry.database(settings.tracking_uri)
+    if db is not None:
+        try:
+            found = sqlite_registry.alias_version(db, settings.model_name, settings.model_alias)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read {db}: {reason(exc)}") from exc
+        if found is not None:
+            return found
     client = _client(settings)
     from mlflow.exceptions import MlflowException
 
@@ -80,6 +91,50 @@ def resolve(settings: Settings) -> tuple[str, str]:
 def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
     """Download ``version`` and deserialize its estimator (the model is not run)."""
     started = time.perf_counter()
+    local = _fetch_local(settings, version)
+    estimator, logged_run, predict_fn, example = local or _fetch_with_mlflow(settings, version)
+    run_id = run_id or logged_run
+    return Fetched(
+        name=settings.model_name,
+        version=version,
+        run_id=run_id,
+        estimator=estimator,
+        pyfunc_predict_fn=predict_fn,
+        input_example=example,
+        fetch_seconds=time.perf_counter() - started,
+        profile=drift.reference(
+            settings.tracking_uri,
+            settings.model_name,
+            version,
+            run_id,
+            enabled=settings.drift_metrics,
+        ),
+    )
+
+
+_Logged = tuple[Any, str, str, Any]  # estimator, run id, pyfunc predict_fn, input example
+
+
+def _fetch_local(settings: Settings, version: str) -> _Logged | None:
+    """A SQLite registry's local model directory, read in place (:mod:`app.sqlite_registry`)."""
+    db = sqlite_registry.database(settings.tracking_uri)
+    try:
+        directory = None if db is None else sqlite_registry.model_directory(
+            db, settings.model_name, version
+        )  # fmt: skip
+        if directory is None:
+            return None
+        found = sqlite_registry.load_model(
+            directory, allow_deserialization=settings.mlflow_allow_pickle_deserialization
+        )
+    except (sqlite3.Error, OSError, ValueError, KeyError) as exc:
+        raise RegistryError(reason(exc)) from exc
+    if found is None:
+        return None
+    return found.estimator, found.run_id, found.pyfunc_predict_fn, found.input_example
+
+
+def _fetch_with_mlflow(settings: Settings, version: str) -> _Logged:
     _client(settings)
     import mlflow
     import mlflow.sklearn
@@ -97,42 +152,27 @@ def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
     except (MlflowException, OSError, ValueError) as exc:
         raise RegistryError(reason(exc)) from exc
     pyfunc = logged.flavors.get("python_function", {})
-    run_id = run_id or str(logged.run_id or "")
-    return Fetched(
-        name=settings.model_name,
-        version=version,
-        run_id=run_id,
-        estimator=estimator,
-        pyfunc_predict_fn=str(pyfunc.get("predict_fn") or "predict"),
-        input_example=example,
-        fetch_seconds=time.perf_counter() - started,
-        profile=drift.reference(
-            settings.tracking_uri,
-            settings.model_name,
-            version,
-            run_id,
-            enabled=settings.drift_metrics,
-        ),
-    )
+    predict_fn = str(pyfunc.get("predict_fn") or "predict")
+    return estimator, str(logged.run_id or ""), predict_fn, example
 
 
-def fetch_champion(settings: Settings) -> tuple[Fetched, str | None]:
-    """The alias's version, fetched, and the scoring path already proved for it, if any.
+def fetch_champion(settings: Settings) -> tuple[Fetched, Proven | None]:
+    """The alias's version, fetched, and what a check already proved for it, if any.
 
-    The preloaded version (with its proved path) if the alias still names it.
+    The preloaded version (with its proof) if the alias still names it.
     """
     version, run_id = resolve(settings)
     if _preloaded is not None:
-        fetched, scoring = _preloaded
+        fetched, proven = _preloaded
         if fetched.name == settings.model_name and fetched.version == version:
-            return fetched, scoring
+            return fetched, proven
     return fetch(settings, version, run_id), None
 
 
-def check(fetched: Fetched, settings: Settings, proven: str | None = None) -> Champion:
+def check(fetched: Fetched, settings: Settings, proven: Proven | None = None) -> Champion:
     """Run every check on a fetched version; the champion that serves it, or ModelCheckFailed.
 
-    ``proven``: the scoring path a check of this same object proved (see
+    ``proven``: what a check of this same object proved (see
     :func:`app.model.champion_from_estimator`).
     """
     from threadpoolctl import threadpool_limits

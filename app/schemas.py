@@ -96,7 +96,8 @@ class ModelInfo(msgspec.Struct, frozen=True):
         str,
         Meta(
             description="How the model is scored: linear (the LR pipeline's own arithmetic), "
-            "forest (a forest's trees walked as flat arrays), numpy (predict_proba on an array) "
+            "forest or boosting (a forest's or a gradient boosting model's trees walked as flat "
+            "arrays), numpy (predict_proba on an array) "
             "or dataframe (predict_proba on a DataFrame); every path is proven equal to "
             "predict_proba on a DataFrame at load."
         ),

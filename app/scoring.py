@@ -1,31 +1,41 @@
 """Scoring paths of a champion, each proven equal to the model's own ``predict_proba`` at load.
 
 The reference is ``predict_proba`` on a DataFrame in contract order (what the model was fitted on):
-:func:`dataframe_path`. Faster paths, tried in order by :func:`fastest_proven`:
+:func:`dataframe_path`. Faster paths, tried by :func:`fastest_proven`:
 
 * ``numpy``: a copy of the model that takes a plain float64 array (feature names forgotten; a
   ColumnTransformer's by-name column selections rewritten to the same columns by position);
-* ``forest``: a RandomForest / ExtraTrees classifier walked as flat arrays, all trees at once,
-  for the small calls of single requests (scikit-learn's own per-tree loop costs ~12 ms per call
-  for 200 trees whatever the rows); large calls go to the ``numpy`` path;
-* ``linear``: the StandardScaler + LogisticRegression pipeline as a few element-wise operations.
+* ``linear`` (:mod:`app.linear_path`): the StandardScaler + LogisticRegression pipeline as a few
+  element-wise operations;
+* ``forest`` and ``boosting`` (:mod:`app.tree_paths`): RandomForest / ExtraTrees and
+  GradientBoosting trees walked as flat arrays for the small calls of single requests, larger
+  calls going to the ``numpy`` path.
 
 A path serves only if :func:`proven` holds: equal to the reference to :data:`TOLERANCE` on the
-probe rows and :data:`PROOF_ROWS` seeded contract-valid rows, scored all at once and a sample one
-at a time. Otherwise the next slower path serves; the DataFrame path always can.
+probe rows and :data:`PROOF_ROWS` seeded contract-valid rows, scored all at once, in calls of
+micro-batch size and a sample one at a time. Otherwise the next slower path serves; the DataFrame
+path always can. A check that proved a path hands the result on as :class:`Proven` (the path's
+name and the reference scores of the probe rows), so the same estimator object in another
+process (a worker forked after the check) rebuilds that path and checks it on the probe rows only.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 
 from app.arrays import Rows, Scores
-from app.schemas import FEATURES
+from app.errors import StartupError
+from app.linear_path import linear_path
+from app.numpy_path import numpy_path
+from app.tree_paths import TREE_MAX_ROWS, boosting_path, forest_path
+
+Predict = Callable[[Rows], Scores]
 
 # Contract-valid rows at the edges of the contract, scored by every proof.
 _PROBE_ROWS: Final = (
@@ -38,37 +48,96 @@ _PROBE_ROWS: Final = (
     (600, 9999.0, 5_999_400.0, 1000, False),
 )
 
-
 TOLERANCE: Final = 1e-9
 """Largest difference from the model's own ``predict_proba`` a faster path may show at load."""
 PROOF_ROWS: Final = 4096
 ALONE_ROWS: Final = 32
-"""Of the proof rows, about this many are also scored one by one (a forest takes ~12 ms a call)."""
+"""Of the proof rows, about this many are also scored one by one."""
+CHUNKED_ROWS: Final = 1024
+"""Of the proof rows, this many are also scored in calls of micro-batch size."""
+
+# Faster than ``numpy``, in the order tried: each builds a path from the estimator (or None).
+FASTER: Final[dict[str, Callable[[Any, Predict], Predict | None]]] = {
+    "linear": linear_path,
+    "forest": forest_path,
+    "boosting": boosting_path,
+}
 
 
-def _probe_rows() -> Rows:
+@dataclass(frozen=True)
+class Proven:
+    """The path a check proved for one estimator object, and the probe rows' reference scores."""
+
+    path: str
+    probe_scores: tuple[float, ...]
+    built: Predict | None = field(default=None, compare=False, repr=False)
+    """The path already rebuilt by :func:`build` (in the process the workers fork from)."""
+
+    def encode(self) -> str:
+        """One line, exact (hexadecimal floats), for a pipe between processes."""
+        return " ".join([self.path, *(score.hex() for score in self.probe_scores)])
+
+    @classmethod
+    def decode(cls, line: str) -> Proven:
+        path, *scores = line.split()
+        return cls(path, tuple(float.fromhex(score) for score in scores))
+
+
+def probe_rows() -> Rows:
     return np.array(_PROBE_ROWS, dtype=np.float64)
 
 
 def proof_rows() -> Rows:
     """The probe rows and :data:`PROOF_ROWS` seeded contract-valid rows: what a path must match."""
-    return np.concatenate([_probe_rows(), _random_rows(PROOF_ROWS)])
+    return np.concatenate([probe_rows(), _random_rows(PROOF_ROWS)])
 
 
-def proven(predict: Callable[[Rows], Scores], rows: Rows, reference: Scores) -> bool:
-    """``predict`` matches the reference on ``rows`` scored together, and on a sample one by one."""
+def proven(predict: Predict, rows: Rows, reference: Scores, *, small_calls: bool = True) -> bool:
+    """``predict`` matches the reference on ``rows`` scored together and, unless ``small_calls``
+    is false, in calls of micro-batch size and on a sample one by one."""
     together = predict(rows)
-    if together.shape != reference.shape:
+    if together.shape != reference.shape or not _close(together, reference):
         return False
-    sample = range(0, len(rows), max(1, len(rows) // ALONE_ROWS))
+    if not small_calls:
+        return True
+    chunked = rows[:CHUNKED_ROWS]
+    steps = range(0, len(chunked), TREE_MAX_ROWS)
+    pieces = [predict(chunked[i : i + TREE_MAX_ROWS]) for i in steps]
+    sample = list(range(0, len(rows), max(1, len(rows) // ALONE_ROWS)))
     alone = np.concatenate([predict(rows[i : i + 1]) for i in sample])
-    return bool(
-        np.allclose(together, reference, rtol=0, atol=TOLERANCE)
-        and np.allclose(alone, reference[sample], rtol=0, atol=TOLERANCE)
+    return _close(np.concatenate(pieces), reference[: len(chunked)]) and _close(
+        alone, reference[sample]
     )
 
 
-def dataframe_path(estimator: Any) -> Callable[[Rows], Scores]:
+def fastest_proven(estimator: Any, already: Proven | None = None) -> tuple[Predict, Proven]:
+    """The fastest path proven equal to the DataFrame path, and what was proven.
+
+    ``already``: what a check of this same object proved before (then that path is rebuilt and
+    checked on the probe rows against the reference scores it carries).
+    """
+    frame = dataframe_path(estimator)
+    if already is not None:
+        return _rebuilt(estimator, frame, already)
+    rows = proof_rows()
+    reference = frame(rows)
+
+    def result(predict: Predict, path: str) -> tuple[Predict, Proven]:
+        return predict, Proven(path, tuple(float(s) for s in reference[: len(_PROBE_ROWS)]))
+
+    numpy = numpy_path(estimator)
+    if numpy is None or not _safely(proven, numpy, rows, reference, small_calls=False):
+        return result(frame, "dataframe")
+    for path, make in FASTER.items():
+        fast = _safely(make, estimator, numpy)
+        if fast is not None and _safely(proven, fast, rows, reference):
+            return result(fast, path)
+    if _safely(proven, numpy, rows, reference):
+        return result(numpy, "numpy")
+    return result(frame, "dataframe")
+
+
+def dataframe_path(estimator: Any) -> Predict:
     """The general path: a DataFrame with the contract's column names and dtypes."""
     import pandas as pd
 
@@ -87,95 +156,42 @@ def dataframe_path(estimator: Any) -> Callable[[Rows], Scores]:
     return predict
 
 
-def _numpy_path(estimator: Any, rows: Rows, reference: Scores) -> Callable[[Rows], Scores] | None:
-    """A copy that takes a plain array, if it is proven equal to the DataFrame path.
+def build(estimator: Any, already: Proven) -> Proven:
+    """``already`` with its path rebuilt for this same object, without running the model.
 
-    The feature names were checked above; the copy forgets them so scikit-learn does not warn on
-    every array, and a ColumnTransformer's columns chosen by name are chosen by position instead.
-    A model that still needs a DataFrame fails the proof and keeps the DataFrame path.
+    Safe in a process that forks afterwards; the processes forked from it share the path's
+    memory (a forest's flat arrays, the ``numpy`` path's copy of the model) instead of each
+    building its own.
     """
-    fast = copy.deepcopy(estimator)
-    for part in [fast, *(step for _, step in getattr(fast, "steps", []))]:
-        _select_by_position(part)
-        if "feature_names_in_" in vars(part):
-            delattr(part, "feature_names_in_")
+    if already.path == "dataframe":
+        return replace(already, built=dataframe_path(estimator))
+    numpy = numpy_path(estimator)
+    fast = FASTER.get(already.path)
+    return replace(already, built=numpy if fast is None else fast(estimator, numpy))
 
-    def predict(rows: Rows) -> Scores:
-        return np.asarray(fast.predict_proba(rows)[:, 1], dtype=np.float64)
 
+def _rebuilt(estimator: Any, frame: Predict, already: Proven) -> tuple[Predict, Proven]:
+    rows, reference = probe_rows(), np.array(already.probe_scores, dtype=np.float64)
+    rebuilt = already if already.built is not None else _safely(build, estimator, already)
+    predict = None if rebuilt is None else rebuilt.built
+    check = proven if already.path == "dataframe" else partial(_safely, proven)
+    if predict is None or not check(predict, rows, reference):
+        raise StartupError(f"its {already.path} scoring path does not match on the probe rows")
+    return predict, replace(already, built=None)
+
+
+def _safely(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function``'s answer, or None if it raised or warned (a path that fails is not used)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            return predict if proven(predict, rows, reference) else None
-    except Exception:  # noqa: BLE001 - any failure just means "use the DataFrame path"
+            return function(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure just means "use a slower path"
         return None
 
 
-def _select_by_position(part: Any) -> None:
-    """A fitted ColumnTransformer's by-name column lists, as positions in the contract's order."""
-    from sklearn.compose import ColumnTransformer
-
-    if type(part) is not ColumnTransformer or getattr(part, "feature_names_in_", None) is None:
-        return
-    where = {str(name): index for index, name in enumerate(part.feature_names_in_)}
-    fitted = []
-    for name, transformer, columns in part.transformers_:
-        if isinstance(columns, list) and all(isinstance(c, str) for c in columns):
-            columns = [where[c] for c in columns]
-        elif isinstance(columns, str) and columns in where:
-            columns = [where[columns]]
-        fitted.append((name, transformer, columns))
-    part.transformers_ = fitted
-    for _, transformer, _ in fitted:
-        if hasattr(transformer, "feature_names_in_") and "feature_names_in_" in vars(transformer):
-            delattr(transformer, "feature_names_in_")
-
-
-def _linear_path(estimator: Any, rows: Rows, reference: Scores) -> Callable[[Rows], Scores] | None:
-    """A StandardScaler + binary LogisticRegression pipeline as a few element-wise operations.
-
-    scikit-learn spends ~165 µs per ``predict_proba`` call on checks and dispatch around a few µs
-    of arithmetic. For the pipeline :mod:`app.train` fits, P(churn) is
-    ``expit(intercept_ + sum_j (x_j - mean_j) / scale_j * coef_j)``, taken here directly. Every
-    step is element-wise with a fixed order per row (no matrix product, whose BLAS kernel may sum
-    differently for 1 row and for many), so a row gets the same bits alone or in any micro-batch.
-    The path is used only if it is proven equal to the DataFrame path (:func:`proven`) and gives
-    each row the same bits alone as in one call; any other model keeps the path chosen above.
-    """
-    from scipy.special import expit  # type: ignore[import-untyped]
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if type(estimator) is not Pipeline or len(estimator.steps) != 2:
-        return None
-    scaler, classifier = (step for _, step in estimator.steps)
-    if (
-        type(scaler) is not StandardScaler
-        or type(classifier) is not LogisticRegression
-        or getattr(scaler, "mean_", None) is None
-        or getattr(scaler, "scale_", None) is None
-        or len(classifier.classes_) != 2
-        or classifier.coef_.shape != (1, len(FEATURES))
-    ):
-        return None
-    mean = np.asarray(scaler.mean_, dtype=np.float64)
-    scale = np.asarray(scaler.scale_, dtype=np.float64)
-    coef = [float(c) for c in classifier.coef_[0]]
-    intercept = float(classifier.intercept_[0])
-
-    def predict(rows: Rows) -> Scores:
-        scaled = (rows - mean) / scale
-        logit = np.full(len(rows), intercept)
-        for column, weight in enumerate(coef):
-            logit += scaled[:, column] * weight
-        return np.asarray(expit(logit), dtype=np.float64)
-
-    together = predict(rows)
-    sample = range(0, len(rows), 16)
-    alone = np.concatenate([predict(rows[i : i + 1]) for i in sample])
-    equal = proven(predict, rows, reference)
-    return predict if equal and np.array_equal(together[sample], alone) else None
+def _close(scores: Scores, reference: Scores) -> bool:
+    return bool(np.allclose(scores, reference, rtol=0, atol=TOLERANCE))
 
 
 def _random_rows(count: int) -> Rows:
@@ -189,84 +205,3 @@ def _random_rows(count: int) -> Rows:
     tickets = rng.integers(0, 1001, count).astype(np.float64)
     month_to_month = rng.integers(0, 2, count).astype(np.float64)
     return np.column_stack([tenure, monthly, total, tickets, month_to_month])
-
-
-FOREST_MAX_ROWS: Final = 64
-"""Calls with more rows go from the ``forest`` path to the ``numpy`` one (faster for them)."""
-
-
-def _forest_path(
-    estimator: Any, numpy_path: Callable[[Rows], Scores], rows: Rows, reference: Scores
-) -> Callable[[Rows], Scores] | None:
-    """A RandomForest or ExtraTrees classifier walked as flat arrays, every tree at once.
-
-    scikit-learn scores each tree in turn (Python and a GIL-holding loop per tree); here the trees'
-    nodes are concatenated into flat arrays and all (tree, row) pairs step down one level per
-    numpy operation, leaves pointing at themselves. The comparison is scikit-learn's own: the
-    feature as float32 (trees are fitted and applied on float32 features) against the float64
-    threshold, ``<=`` going left; each leaf's class-1 fraction is averaged over the trees.
-    """
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    if type(estimator) not in (RandomForestClassifier, ExtraTreesClassifier):
-        return None
-    trees = [tree.tree_ for tree in estimator.estimators_]
-    sizes = [tree.node_count for tree in trees]
-    offsets = np.cumsum([0, *sizes[:-1]])
-    left, right, feature, threshold, leaf_share = [], [], [], [], []
-    for tree, offset in zip(trees, offsets, strict=True):
-        nodes = np.arange(tree.node_count)
-        leaf = tree.children_left == -1
-        left.append(np.where(leaf, nodes, tree.children_left) + offset)
-        right.append(np.where(leaf, nodes, tree.children_right) + offset)
-        feature.append(np.where(leaf, 0, tree.feature))
-        threshold.append(np.where(leaf, np.inf, tree.threshold))
-        value = tree.value[:, 0, :]
-        leaf_share.append(value[:, 1] / value.sum(axis=1))
-    lefts, rights = np.concatenate(left), np.concatenate(right)
-    features, thresholds = np.concatenate(feature), np.concatenate(threshold)
-    shares = np.concatenate(leaf_share)
-    roots = offsets.astype(np.intp)[:, None]
-    depth = max(tree.max_depth for tree in trees)
-    columns = rows.shape[1]
-
-    def walk(rows: Rows) -> Scores:
-        x = rows.astype(np.float32).astype(np.float64).ravel()
-        base = np.arange(len(rows)) * columns
-        node = np.repeat(roots, len(rows), axis=1)
-        for _ in range(depth):
-            node = np.where(x[base + features[node]] <= thresholds[node], lefts[node], rights[node])
-        return np.asarray(shares[node].mean(axis=0), dtype=np.float64)
-
-    def predict(rows: Rows) -> Scores:
-        return walk(rows) if len(rows) <= FOREST_MAX_ROWS else numpy_path(rows)
-
-    small = rows[: FOREST_MAX_ROWS * 16]
-    return predict if proven(walk, small, reference[: len(small)]) else None
-
-
-def fastest_proven(
-    estimator: Any, already: str | None = None
-) -> tuple[Callable[[Rows], Scores], str]:
-    """The fastest path proven equal to the DataFrame path, and its name.
-
-    ``already``: the name of the path a check of this same object proved before (then only the
-    probe rows are checked again, see :func:`app.model.champion_from_estimator`).
-    """
-    frame = dataframe_path(estimator)
-    rows = _probe_rows() if already else proof_rows()
-    reference = frame(rows)
-    if already == "dataframe":
-        return frame, "dataframe"
-    numpy_path = _numpy_path(estimator, rows, reference)
-    if numpy_path is None:
-        return frame, "dataframe"
-    if already in (None, "linear"):
-        linear = _linear_path(estimator, rows, reference)
-        if linear is not None:
-            return linear, "linear"
-    if already in (None, "forest"):
-        forest = _forest_path(estimator, numpy_path, rows, reference)
-        if forest is not None:
-            return forest, "forest"
-    return numpy_path, "numpy"

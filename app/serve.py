@@ -102,21 +102,25 @@ def preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> 
 
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")  # MLflow's own
     model = registry.describe(settings)
+    checking = None
     if check:
         try:
             fetched, _ = registry.fetch_champion(settings)
         except registry.RegistryError as exc:
             raise StartupError(f"cannot load {model}: {exc}") from exc
-        scoring = startup.check_in_child(fetched, settings, settings.startup_timeout_seconds)
-        registry.preload(fetched, scoring)
+        checking = startup.ChildCheck(fetched, settings)  # the other CPU checks it meanwhile
         model = f"{fetched.name} version {fetched.version}"
-        print(
-            f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
-            f"(run {fetched.run_id}): loads and passes the feature guard; scoring path {scoring}"
-        )
     import app.main
 
     app.main.prebuild(settings)  # the workers share it
+    if checking is not None:
+        proven = checking.result(settings.startup_timeout_seconds)
+        registry.preload(fetched, proven)
+        print(
+            f"{settings.model_name}@{settings.model_alias} is version {fetched.version} "
+            f"(run {fetched.run_id}): loads and passes the feature guard; "
+            f"scoring path {proven.path}"
+        )
 
     # The workers log JSON lines (app.observability); this process's plain handler stays here.
     for handler in logging.root.handlers[:]:

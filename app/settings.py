@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """MLflow's own variable: back-off before a retry, in seconds, doubled on each retry"""
     mlflow_http_request_timeout: Annotated[int, Meta(ge=1, le=3600, extra=Exported)] = 5
     """MLflow's own variable: seconds one registry request may take"""
+    mlflow_allow_pickle_deserialization: Annotated[bool, Meta(extra=Exported)] = True
+    """MLflow's own variable: `false` refuses to deserialize a pickled or skops model (both can
+    run code from the artifact); churn-api's own reader of SQLite registries honours it too"""
     access_log: bool = True
     """one JSON access line per request on stderr"""
     model_poll_seconds: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 30.0

@@ -4,7 +4,7 @@ An OpenMP runtime (HistGradientBoosting), BLAS threads or ``n_jobs`` pools are n
 child forked after the pool exists: the child hangs at its first parallel call. granian forks its
 workers from the server's main process, so that process never runs the model:
 
-* :func:`check_in_child` runs the champion's checks (which score rows) in a short-lived forked
+* :class:`ChildCheck` runs the champion's checks (which score rows) in a short-lived forked
   child and reports the outcome to the main process, which stays free of thread pools;
 * each worker runs the model for the first time itself, in its own lifespan, and writes the stage
   it is in (:func:`report`) to a file in the server's shared directory;
@@ -28,6 +28,7 @@ from typing import Final
 
 from app import registry
 from app.errors import StartupError
+from app.scoring import Proven
 from app.settings import Settings
 
 READY: Final = "ready"
@@ -35,35 +36,48 @@ _PREFIX: Final = "startup-"
 _TICK_SECONDS: Final = 0.1
 
 
-def check_in_child(fetched: registry.Fetched, settings: Settings, timeout: float) -> str:
-    """Run :func:`app.registry.check` in a forked child; returns the scoring path it chose."""
-    what = f"{fetched.name} version {fetched.version}"
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: check, report one line, and leave without any cleanup of the parent's
-        os.close(read_end)
+class ChildCheck:
+    """:func:`app.registry.check` running in a forked child, while this process goes on.
+
+    The child checks the fetched champion (scoring rows, so starting whatever thread pools the
+    model uses, in the child only), reports one line through a pipe and leaves without any
+    cleanup of the parent's; :meth:`result` waits for that line, for at most ``timeout`` seconds.
+    """
+
+    def __init__(self, fetched: registry.Fetched, settings: Settings) -> None:
+        self._what = f"{fetched.name} version {fetched.version}"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            try:
+                proven = registry.check(fetched, settings).proven
+                answer = "error no proof" if proven is None else "ok " + proven.encode()
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+                answer = f"error {exc}"
+            os.write(write_end, answer.encode()[:4000])
+            os._exit(0)
+        os.close(write_end)
+        self._pid, self._read_end = pid, read_end
+
+    def result(self, timeout: float) -> Proven:
+        """What the child proved; StartupError if the check failed or took over ``timeout``."""
         try:
-            answer = "ok " + registry.check(fetched, settings).scoring
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-            answer = f"error {exc}"
-        os.write(write_end, answer.encode()[:4000])
-        os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], timeout)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            raise StartupError(
-                f"{what} was not checked after {timeout:g}s: stuck in scoring the probe rows"
-            )
-        answer = os.read(read_end, 4096).decode(errors="replace")
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    status, _, detail = answer.partition(" ")
-    if status != "ok":
-        raise StartupError(detail or f"{what}: the check ended without an answer")
-    return detail
+            ready, _, _ = select.select([self._read_end], [], [], timeout)
+            if not ready:
+                os.kill(self._pid, signal.SIGKILL)
+                raise StartupError(
+                    f"{self._what} was not checked after {timeout:g}s: "
+                    "stuck in scoring the probe rows"
+                )
+            answer = os.read(self._read_end, 4096).decode(errors="replace")
+        finally:
+            os.close(self._read_end)
+            os.waitpid(self._pid, 0)
+        status, _, detail = answer.partition(" ")
+        if status != "ok":
+            raise StartupError(detail or f"{self._what}: the check ended without an answer")
+        return Proven.decode(detail)
 
 
 def report(stage: str, directory: str | None) -> None:

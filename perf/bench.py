@@ -520,9 +520,11 @@ def measure_stack(
         if stack.name == "churn-api":
             protocols = [INVOCATIONS, INFER]
         problems = check_protocols(server, expected, protocols)
+        scoring = None
         if stack.kind != "mlflow":
-            problems = [*check_answers(server, expected)["problems"], *problems]
-        checks = {"ok": not problems, "problems": problems}
+            answers = check_answers(server, expected)
+            problems, scoring = [*answers["problems"], *problems], answers["scoring"]
+        checks = {"ok": not problems, "problems": problems, "scoring": scoring}
         if not checks["ok"]:
             raise RuntimeError(f"{stack.name} answers wrong: {checks['problems']}")
         print(f"   first 200 after {server.startup_seconds:.2f}s; answers check out", flush=True)

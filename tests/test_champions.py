@@ -44,7 +44,7 @@ KINDS: Final = {  # kind: (serialization format, the scoring path it should be p
     "lr": ("pickle", "linear"),
     "rf": ("skops", "forest"),
     "hgb": ("skops", "numpy"),
-    "gb": ("pickle", "numpy"),
+    "gb": ("pickle", "boosting"),
     "ct": ("pickle", "numpy"),  # selects its columns by name: rewritten to positions
 }
 STUCK_ALIAS: Final = "stuck"

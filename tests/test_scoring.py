@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.errors import StartupError
 from app.model import champion_from_estimator
 from app.schemas import FEATURES
-from app.scoring import TOLERANCE, fastest_proven
+from app.scoring import TOLERANCE, Proven, build, fastest_proven
 from app.train import Generation, make_estimator, synthesize
 
-EXPECTED = {"lr": "linear", "rf": "forest", "hgb": "numpy", "gb": "numpy", "ct": "numpy"}
+EXPECTED = {"lr": "linear", "rf": "forest", "hgb": "numpy", "gb": "boosting", "ct": "numpy"}
 
 
 def fresh_rows(count: int, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -50,7 +51,8 @@ def fitted() -> dict[str, Any]:
 def test_each_kind_gets_its_fastest_path_and_it_equals_predict_proba(
     fitted: dict[str, Any], kind: str
 ) -> None:
-    predict, path = fastest_proven(fitted[kind])
+    predict, proven = fastest_proven(fitted[kind])
+    path = proven.path
     rows = fresh_rows(500, seed=12345)
     expected = reference(fitted[kind], rows)
 
@@ -62,12 +64,28 @@ def test_each_kind_gets_its_fastest_path_and_it_equals_predict_proba(
         )
 
 
-def test_a_path_proved_before_is_rebuilt_from_the_probe_rows_alone(fitted: dict[str, Any]) -> None:
+@pytest.mark.parametrize("prebuilt", [False, True], ids=["rebuilt", "built-before-fork"])
+@pytest.mark.parametrize("kind", list(EXPECTED))
+def test_a_path_proved_before_is_rebuilt_from_the_probe_rows_alone(
+    fitted: dict[str, Any], kind: str, prebuilt: bool
+) -> None:
     rows = fresh_rows(100, seed=99)
-    predict, path = fastest_proven(fitted["rf"], already="forest")
+    _, proof = fastest_proven(fitted[kind])
+    handed_on = Proven.decode(proof.encode())  # as the check child hands it to the server
+    if prebuilt:
+        handed_on = build(fitted[kind], handed_on)
+    predict, again = fastest_proven(fitted[kind], already=handed_on)
 
-    assert path == "forest"
-    np.testing.assert_allclose(predict(rows), reference(fitted["rf"], rows), rtol=0, atol=TOLERANCE)
+    assert again == proof
+    np.testing.assert_allclose(predict(rows), reference(fitted[kind], rows), rtol=0, atol=TOLERANCE)
+
+
+def test_a_path_whose_probe_scores_do_not_match_is_refused(fitted: dict[str, Any]) -> None:
+    _, proof = fastest_proven(fitted["gb"])
+    wrong = Proven(proof.path, tuple(1.0 - score for score in proof.probe_scores))
+
+    with pytest.raises(StartupError, match="boosting scoring path does not match"):
+        fastest_proven(fitted["gb"], already=wrong)
 
 
 class NamesMatter:
