@@ -113,6 +113,8 @@ def preload(settings: Settings, cleanup: Callable[[], None], *, check: bool) -> 
     import app.main
 
     app.main.prebuild(settings)  # the workers share it
+    import granian.cli  # noqa: F401 - imported while the child checks, not after
+
     if checking is not None:
         proven = checking.result(settings.startup_timeout_seconds)
         registry.preload(fetched, proven)
