@@ -19,11 +19,11 @@ import msgspec
 from msgspec import UNSET
 
 from app.errors import InvalidInput, MalformedRequest
+from app.field_errors import TYPES, clean, json_type
 from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, invocation_decoder
 from app.model import Rows
-from app.rows import TYPES, array, checked_rows, invalid, row_errors
-from app.schemas import FEATURES, MAX_BATCH
-from app.validation import clean, json_type
+from app.rows import checked_rows, invalid, row_errors
+from app.schemas import FEATURES, MAX_BATCH, rows_of
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, 1_0
@@ -46,7 +46,7 @@ def invocation_rows(body: bytes) -> Rows:
     value = getattr(request, field)
     if isinstance(value, list):  # records (dataframe_records, instances, inputs as records)
         _count(field, len(value))
-        return array(value)
+        return rows_of(value)
     if isinstance(value, DataframeSplit):
         return checked_rows(_split_rows(value), _at_split)
     return checked_rows(_column_rows(value), _at_inputs)

@@ -24,15 +24,16 @@ import pytest
 from litestar import Litestar
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from app import metrics, serve
+from app import metrics, metrics_dir, serve
 from app.errors import StartupError
 from app.main import create_app
-from app.metrics import Tally, _add_histogram, field_label
+from app.metrics import field_label
 from app.model import Champion, Rows, Scores
-from app.observability import RequestIds
 from app.reload import LoaderSource, Reloader, ReloadResult
+from app.request_ids import RequestIds
 from app.service import Service
 from app.settings import Settings
+from app.tally import Tally, add_histogram
 
 CUSTOMER = {
     "tenure_months": 12,
@@ -96,7 +97,7 @@ class TestTally:
         counts = np.bincount(
             np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1
         )
-        _add_histogram(got, counts.tolist(), sum(values))
+        add_histogram(got, counts.tolist(), sum(values))
         assert _without_created(generate_latest(bulk)) == _without_created(
             generate_latest(one_by_one)
         )
@@ -443,7 +444,7 @@ class TestMetricsDirectory:
             f"gauge_livesum_{os.getppid()}.db",
         ]:
             (tmp_path / name).write_bytes(b"")
-        assert metrics.forget_dead_workers(str(tmp_path)) == [dead]
+        assert metrics_dir.forget_dead_workers(str(tmp_path)) == [dead]
         assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
             [f"counter_{dead}.db", f"gauge_livesum_{os.getppid()}.db"]
         )
