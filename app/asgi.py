@@ -11,7 +11,7 @@ never routed (``documented``; :mod:`app.docs` puts it into the document).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from litestar import Litestar, asgi
@@ -53,9 +53,7 @@ def scoring_route(
                 await _not_post(scope, send)
                 return
             payload = await endpoint(scope["litestar_app"].state.service, scope, receive)
-            headers = [_JSON, (b"content-length", b"%d" % len(payload))]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": payload, "more_body": False})
+            await send_json(send, 200, payload)
 
         handle.__name__ = handle.__qualname__ = endpoint.__name__
         handle.__doc__ = endpoint.__doc__
@@ -70,6 +68,15 @@ async def _not_post(scope: Scope, send: Send) -> None:
         raise MethodNotAllowedException(headers={"Allow": _ALLOW})
     await send({"type": "http.response.start", "status": 204, "headers": [_OPTIONS]})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """A whole JSON answer: the same two headers as Litestar's (and any others given)."""
+    start = [_JSON, (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def header(scope: Scope, name: bytes) -> str | None:

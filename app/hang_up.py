@@ -9,8 +9,48 @@ task of its own): the server completes it with ``http.disconnect`` when the clie
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any, Final
 
 from app.asgi import Message, Receive
+
+LISTEN_AFTER: Final = 0.02
+"""Seconds after its body was read before a request listens for its client hanging up."""
+Task = asyncio.Task[Any]
+
+
+class HangUps:
+    """The requests of one worker whose body is read: listening for those not answered quickly.
+
+    A request answered within ``LISTEN_AFTER`` seconds of its body (almost all of them) pays for
+    no pending ``receive``: its answer left before anyone could notice the client going.
+    """
+
+    def __init__(self) -> None:
+        self._read: dict[Task, tuple[float, Receive]] = {}
+        self._listening: dict[Task, HangUp] = {}
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._read or task in self._listening
+
+    def read(self, task: Task, receive: Receive) -> None:
+        """``task``'s request body is read: it may listen from now on."""
+        self._read[task] = (time.perf_counter(), receive)
+
+    def listen(self, read_before: float) -> None:
+        """Start listening for the requests whose body was read before ``read_before``."""
+        for task, (read, receive) in list(self._read.items()):
+            if read <= read_before:
+                del self._read[task]
+                self._listening[task] = HangUp(receive)
+
+    def stop(self, task: Task | None) -> bool:
+        """Whether the client of ``task`` was heard going away; stops listening for it."""
+        if task is None:
+            return False
+        self._read.pop(task, None)
+        hang_up = self._listening.pop(task, None)
+        return hang_up is not None and hang_up.heard()
 
 
 class HangUp:

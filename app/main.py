@@ -32,7 +32,7 @@ from app.error_handlers import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.json_logging import configure_logging
 from app.model import Champion
-from app.observability import RequestObserver
+from app.observability import WATCH_SECONDS, RequestObserver
 from app.registry import load_champion
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
 from app.service import Service
@@ -87,9 +87,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
             asyncio.create_task(reloader.run(), name="churn-reload"),
             asyncio.create_task(_flush_metrics(), name="churn-metrics"),
         ]
-        if settings.request_timeout_seconds > 0:
-            interval = min(1.0, max(0.05, settings.request_timeout_seconds / 10))
-            background.append(asyncio.create_task(observer.watch_deadlines(interval)))
+        background.append(asyncio.create_task(observer.watch(WATCH_SECONDS), name="churn-watch"))
         report(READY, directory)
         try:
             yield

@@ -10,11 +10,14 @@ sees every answer: 404s, 413s and the 500s the error map produced. Per request i
 * notices a client that went away before its answer was sent, and counts and logs that request
   as 499 (nginx's code), never as a server error. Before the body is complete ``receive`` raises
   :class:`app.errors.ClientDisconnected` (answered 499 by the error map), so no front end sees a
-  half-read body and the model never runs for it; once the body is complete, one pending
-  ``receive`` waits for the server's ``http.disconnect`` while the request is answered;
+  half-read body and the model never runs for it. After it, a request still unanswered
+  ``LISTEN_AFTER`` seconds later keeps one ``receive`` pending (:mod:`app.hang_up`) for the
+  server's ``http.disconnect``; one answered sooner was answered before anyone could notice;
 * answers ``503`` with ``Retry-After`` (:class:`app.errors.TimedOut`, through the one error map)
-  if the request has not started its response within ``REQUEST_TIMEOUT_SECONDS`` (one watchdog
-  task per worker checks deadlines, so a request pays for no timer of its own).
+  if the request has not started its response within ``REQUEST_TIMEOUT_SECONDS``.
+
+One watchdog task per worker (:meth:`RequestObserver.watch`) does the timing of both, so a request
+pays for no timer and no listener of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from app.access_log import AccessLog, answered_by
-from app.asgi import ASGIApp, Message, Receive, Scope, Send
+from app.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from app.errors import (
     REQUEST_ID_KEY,
     UNEXPECTED,
@@ -37,13 +40,15 @@ from app.errors import (
     render,
     shape_of,
 )
-from app.hang_up import HangUp
+from app.hang_up import LISTEN_AFTER, HangUps
 from app.metrics import UNMATCHED_ROUTE
 from app.request_ids import REQUEST_ID_HEADER, RequestIds
 from app.tally import TALLY, Tally
 
 _MAX_LOGGED_PATH: Final = 256
 CLIENT_CLOSED: Final = ClientDisconnected.status_code
+WATCH_SECONDS: Final = 0.02
+"""How often the watchdog looks at the requests in flight (deadlines, hang-ups)."""
 
 log = logging.getLogger("churn_api")
 
@@ -68,6 +73,7 @@ class RequestObserver:
         self._ids = RequestIds()
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
+        self._hang_ups = HangUps()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,8 +85,8 @@ class RequestObserver:
         answered_by.set(None)
         status = 500
         response_started = False
-        task = asyncio.current_task() if self._timeout > 0 else None
-        hang_up: HangUp | None = None
+        task = asyncio.current_task()
+        timed = task if self._timeout > 0 else None
         gone = False  # the client went away after its body, before its answer was sent
 
         async def send_with_id(message: Message) -> None:
@@ -88,8 +94,8 @@ class RequestObserver:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                if task is not None:  # an answer under way is never cut off by the time limit
-                    self._deadlines.pop(task, None)
+                if timed is not None:  # an answer under way is never cut off by the time limit
+                    self._deadlines.pop(timed, None)
                 headers = message.get("headers")
                 if isinstance(headers, list):
                     headers.append((REQUEST_ID_HEADER, request_id))
@@ -100,31 +106,31 @@ class RequestObserver:
         async def receive_or_raise() -> Message:
             # A client gone before its body is complete ends the request here, for every front
             # end: the error map answers 499 (to nobody) instead of a 500 for a half-read body.
-            nonlocal hang_up, gone
-            if hang_up is not None:  # after the body: a front end that listens itself (streaming)
-                gone = hang_up.heard() or gone
+            nonlocal gone
+            if task in self._hang_ups:  # after the body: a front end that listens itself
+                gone = self._hang_ups.stop(task) or gone
                 message = await receive()
                 gone = gone or message["type"] == "http.disconnect"
                 return message
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
-            if not message.get("more_body", False):
-                hang_up = HangUp(receive)
+            if not message.get("more_body", False) and task is not None:
+                self._hang_ups.read(task, receive)
             return message
 
-        if task is not None:
-            self._deadlines[task] = started + self._timeout
+        if timed is not None:
+            self._deadlines[timed] = started + self._timeout
         try:
             await self.app(scope, receive_or_raise, send_with_id)
         except ClientDisconnected:  # a front end that let it through: the client's, not ours
             status = CLIENT_CLOSED
         except asyncio.CancelledError:
-            if task is None or task not in self._expired:
+            if timed is None or timed not in self._expired:
                 if not response_started:
                     status = CLIENT_CLOSED  # cancelled from outside (client gone, shutdown)
                 raise
-            task.uncancel()
+            timed.uncancel()
             status = TimedOut.status_code
             log.warning("request timed out", extra=self._context(scope, request_id, started))
             if not response_started:
@@ -139,10 +145,10 @@ class RequestObserver:
             if not response_started:
                 await _answer(send, render(UNEXPECTED, shape_of(scope)), request_id)
         finally:
-            if task is not None:
-                self._deadlines.pop(task, None)
-                self._expired.discard(task)
-            if gone or (hang_up is not None and hang_up.heard()):
+            if timed is not None:
+                self._deadlines.pop(timed, None)
+                self._expired.discard(timed)
+            if (self._hang_ups.stop(task) or gone) and status < 500:
                 status = CLIENT_CLOSED
             self._finish(scope, status, started, request_id)
 
@@ -173,8 +179,12 @@ class RequestObserver:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    async def watch_deadlines(self, interval: float) -> None:
-        """Cancel requests past their deadline; runs as one task per worker."""
+    async def watch(self, interval: float) -> None:
+        """One task per worker: cancels requests past their deadline, listens for hang-ups.
+
+        A request still unanswered ``LISTEN_AFTER`` seconds after its body was read starts
+        listening (:class:`app.hang_up.HangUps`).
+        """
         while True:
             await asyncio.sleep(interval)
             now = time.perf_counter()
@@ -182,22 +192,11 @@ class RequestObserver:
                 if deadline <= now and task not in self._expired and not task.done():
                     self._expired.add(task)
                     task.cancel()
+            self._hang_ups.listen(read_before=now - LISTEN_AFTER)
 
 
 async def _answer(send: Send, answer: Rendered, request_id: bytes) -> None:
     status, headers, body = answer
-    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     with contextlib.suppress(OSError, RuntimeError):  # the client may be gone
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body)),
-                    (REQUEST_ID_HEADER, request_id),
-                    *raw,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_json(send, status, body, [(REQUEST_ID_HEADER, request_id), *extra])

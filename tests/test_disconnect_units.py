@@ -73,9 +73,9 @@ async def hang_up(
 @pytest.mark.parametrize(
     ("path", "query", "body"),
     [
-        ("/predict", b"", BODY),  # the fast path
+        ("/predict", b"", BODY),
         ("/predict/batch", b"", BATCH),
-        ("/predict", b"threshold=0.3&x=1", BODY),  # Litestar's path reads the body itself
+        ("/predict", b"threshold=0.3&x=1", BODY),
         ("/predict/batch", b"threshold=nope", BATCH),
     ],
 )
