@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from app.asgi import Message, Receive
 
-LISTEN_AFTER: Final = 0.02
+LISTEN_AFTER: Final = 0.005
 """Seconds after its body was read before a request listens for its client hanging up."""
 Task = asyncio.Task[Any]
 

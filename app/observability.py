@@ -47,7 +47,7 @@ from app.tally import TALLY, Tally
 
 _MAX_LOGGED_PATH: Final = 256
 CLIENT_CLOSED: Final = ClientDisconnected.status_code
-WATCH_SECONDS: Final = 0.02
+WATCH_SECONDS: Final = 0.005
 """How often the watchdog looks at the requests in flight (deadlines, hang-ups)."""
 
 log = logging.getLogger("churn_api")
