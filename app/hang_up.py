@@ -15,6 +15,8 @@ from typing import Any, Final
 from app.asgi import Message, Receive
 
 LISTEN_AFTER: Final = 0.005
+MAX_ASKS: Final = 4
+"""How many times a request asks (granian answers one or more empty ends of body first)."""
 """Seconds after its body was read before a request listens for its client hanging up."""
 Task = asyncio.Task[Any]
 
@@ -57,36 +59,39 @@ class HangUp:
     """Listens, once a request's body is read, for the server's word that the client went away.
 
     One pending ``receive``: the server answers it with ``http.disconnect`` when the client
-    closes the connection (granian first answers one more empty end of body, then a second
-    ``receive`` waits). :meth:`heard` is asked when the request ends and stops listening.
+    closes the connection (granian may first answer empty ends of body: then it asks again, up to
+    :data:`MAX_ASKS` times). :meth:`heard` is asked when the request ends and stops listening.
     """
 
-    __slots__ = ("_first", "_over", "_receive", "_second")
+    __slots__ = ("_asks", "_future", "_gone", "_over", "_receive")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
-        self._over = False
-        self._second: asyncio.Future[Message] | None = None
-        self._first = asyncio.ensure_future(receive())
-        self._first.add_done_callback(self._again)
+        self._asks = MAX_ASKS
+        self._gone = self._over = False
+        self._future = self._ask()
 
-    def _again(self, first: asyncio.Future[Message]) -> None:
-        if not self._over and not _disconnect(first) and not first.cancelled():
-            self._second = asyncio.ensure_future(self._receive())
+    def _ask(self) -> asyncio.Future[Message]:
+        self._asks -= 1
+        future = asyncio.ensure_future(self._receive())
+        future.add_done_callback(self._answered)
+        return future
+
+    def _answered(self, future: asyncio.Future[Message]) -> None:
+        if _disconnect(future):
+            self._gone = True
+        elif not self._over and self._asks > 0 and not future.cancelled():
+            self._future = self._ask()  # an empty end of body again: ask once more
 
     def heard(self) -> bool:
         """Whether the client went away before now; stops listening (asking again is safe)."""
         self._over = True
-        gone = False
-        for future in (self._first, self._second):
-            if future is None:
-                continue
-            if future.done():
-                gone = gone or _disconnect(future)
-            else:
-                future.remove_done_callback(self._again)
-                future.cancel()
-        return gone
+        if self._future.done():
+            self._gone = self._gone or _disconnect(self._future)
+        else:
+            self._future.remove_done_callback(self._answered)
+            self._future.cancel()
+        return self._gone
 
 
 def _disconnect(future: asyncio.Future[Message]) -> bool:

