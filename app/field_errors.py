@@ -14,7 +14,15 @@ from typing import Any, Final
 
 import msgspec
 
-from app.schemas import CROSS_FIELD_RULE, FEATURES, MAX_BATCH, RULE_FIELDS, Customer, FieldError
+from app.schemas import (
+    CROSS_FIELD_RULE,
+    DECODE_ERRORS,
+    FEATURES,
+    MAX_BATCH,
+    RULE_FIELDS,
+    Customer,
+    FieldError,
+)
 from app.schemas import breaks_cross_field_rule as breaks_rule
 
 MAX_REPORTED_ERRORS: Final = 1000
@@ -45,13 +53,7 @@ def body_errors(raw: bytes, batch: bool) -> list[FieldError]:
         return [_body("Request body is empty; expected a JSON object")]
     try:
         document = msgspec.json.decode(raw)
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RecursionError,
-        UnicodeDecodeError,
-    ) as exc:
-        # msgspec.ValidationError: e.g. numbers out of range such as 1e999
+    except DECODE_ERRORS as exc:  # msgspec.ValidationError: e.g. numbers such as 1e999
         return [_body(f"Request body is not valid JSON: {clean(str(exc))}")]
     found = _batch_errors(document) if batch else _customer_errors(document, "")
     errors: list[FieldError] = []

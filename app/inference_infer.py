@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import msgspec
 from litestar import post
 
 from app.asgi import Receive, Scope, header, read_body, scoring_route
@@ -28,7 +27,7 @@ from app.inference_protocol import (
     served,
 )
 from app.inference_wire import InferRequest, InferResponse, request_decoder
-from app.schemas import FEATURES, encoder
+from app.schemas import DECODE_ERRORS, FEATURES, encoder
 from app.service import Scored, Service, labels_at, score
 from app.tensors import JSON_ONLY, outputs, request_rows
 
@@ -77,12 +76,7 @@ async def infer(service: Service, scope: Scope, receive: Receive) -> bytes:
     body = await read_body(scope, receive, service.settings.max_body_bytes)
     try:
         decoded = request_decoder.decode(body)
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RecursionError,
-        UnicodeDecodeError,
-    ) as exc:
+    except DECODE_ERRORS as exc:
         raise MalformedRequest(f"Request body is not an inference request: {exc}") from None
     scored = await score(service, request_rows(decoded))
     return encoder.encode(_answer(service, decoded, scored, scope))

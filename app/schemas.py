@@ -168,6 +168,13 @@ class InferenceErrorBody(msgspec.Struct, frozen=True):
     error: str
 
 
+DECODE_ERRORS: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,  # nesting deeper than the decoder follows
+    UnicodeDecodeError,  # bad UTF-8 inside a JSON string
+)
+"""What decoding a bad body raises (a prebuilt decoder or ``msgspec.json.decode``)."""
 customer_decoder: Final = msgspec.json.Decoder(Customer)
 batch_decoder: Final = msgspec.json.Decoder(BatchRequest)
 encoder: Final = msgspec.json.Encoder()

@@ -12,21 +12,20 @@ disagreement is logged as a warning, never hidden.
 from __future__ import annotations
 
 import logging
-import typing
 from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from app.errors import RequestValidationError, UnsupportedMediaType
-from app.field_errors import body_errors, clean
+from app.field_errors import TYPES, body_errors, clean
 from app.model import Rows
 from app.schemas import (
     COLUMNS,
+    DECODE_ERRORS,
     FEATURES,
     MAX_BATCH,
     RULE_FIELDS,
-    Customer,
     FieldError,
     Threshold,
     breaks_cross_field_rule,
@@ -36,13 +35,9 @@ from app.schemas import (
 
 log = logging.getLogger("churn_api")
 
-# Bad UTF-8 inside a JSON string is a UnicodeDecodeError.
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
-                         UnicodeDecodeError)  # fmt: skip
 # A batch row: the fields, types and bounds of Customer without its per-row __post_init__.
-_HINTS: Final = typing.get_type_hints(Customer, include_extras=True)
 _Row = msgspec.defstruct(
-    "_Row", [(name, _HINTS[name]) for name in FEATURES], forbid_unknown_fields=True, gc=False
+    "_Row", [(name, TYPES[name]) for name in FEATURES], forbid_unknown_fields=True, gc=False
 )
 _Batch = msgspec.defstruct(
     "_Batch",
@@ -57,7 +52,7 @@ def customer_rows(raw: bytes, query_errors: list[FieldError]) -> Rows:
     """The one row of a ``/predict`` body, or the 422 naming every bad field (and the query's)."""
     try:
         customer = customer_decoder.decode(raw)
-    except _DECODE_ERRORS as first:
+    except DECODE_ERRORS as first:
         raise _invalid(raw, False, first, query_errors) from None
     if query_errors:
         raise RequestValidationError(query_errors)
@@ -68,7 +63,7 @@ def batch_rows(raw: bytes, query_errors: list[FieldError]) -> Rows:
     """The rows of a ``/predict/batch`` body, or the 422 naming every bad field (and query's)."""
     try:
         batch: Any = _batch_decoder.decode(raw)  # a _Batch (made by defstruct: mypy cannot see it)
-    except _DECODE_ERRORS as first:
+    except DECODE_ERRORS as first:
         raise _invalid(raw, True, first, query_errors) from None
     rows = rows_of(batch.instances)
     if breaks_cross_field_rule(*(rows[:, column] for column in _RULE_COLUMNS)).any():

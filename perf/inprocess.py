@@ -31,15 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.main import create_app
 from app.model import Champion
+from app.schemas import EXAMPLE_CUSTOMER
 from app.settings import Settings
 
-CUSTOMER = {
-    "tenure_months": 12,
-    "monthly_charges": 79.5,
-    "total_charges": 954.0,
-    "num_support_tickets": 3,
-    "is_month_to_month": True,
-}
+CUSTOMER = EXAMPLE_CUSTOMER
 WEIGHTS = np.array([-0.03, 0.012, -0.0001, 0.35, 1.1])
 
 
