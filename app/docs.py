@@ -9,7 +9,9 @@ reject unknown fields, request examples, and the 400/201 responses this service 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,9 +20,11 @@ from litestar import Litestar, Router
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.routes import ASGIRoute, BaseRoute
 from litestar.static_files import create_static_files_router
 
-from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MAX_BATCH
+from app.asgi import DOCUMENTED
+from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MAX_BATCH, Threshold
 
 ASSETS_PATH: Final = "/schema/assets"
 _STRICT_BODIES: Final = ("Customer", "BatchRequest")
@@ -36,14 +40,14 @@ _EXAMPLES: Final[dict[str, object]] = {
 
 
 def _declared_bodies(
-    app: Litestar, schemas: dict[str, Any]
+    routes: Iterable[BaseRoute], schemas: dict[str, Any]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Request bodies that handlers reading the raw body declare in ``opt["request_body"]``.
 
     The value maps a media type to ``(type, example)``; ``str`` stands for a text body.
     """
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for route in app.routes:
+    for route in routes:
         for handler in getattr(route, "route_handlers", ()):
             declared = handler.opt.get("request_body")
             if not declared:
@@ -98,14 +102,62 @@ def assets_router() -> Router:
     )
 
 
+def _documented(app: Litestar) -> Litestar:
+    """An app of the typed declarations of the ``@asgi`` scoring routes, never served.
+
+    Litestar documents typed handlers only; each scoring route carries its operation as such a
+    declaration (:data:`app.asgi.DOCUMENTED`), and this app generates their part of the document
+    exactly as it would for a typed route. Built once per process (the declarations are static).
+    """
+    handlers = list(
+        dict.fromkeys(  # a route handler with two paths has two routes
+            route.route_handler.opt[DOCUMENTED]
+            for route in app.routes
+            if isinstance(route, ASGIRoute) and DOCUMENTED in route.route_handler.opt
+        )
+    )
+    key = tuple(id(handler) for handler in handlers)
+    if key not in _TWINS:
+        _TWINS[key] = Litestar(
+            route_handlers=handlers,
+            openapi_config=app.openapi_config,
+            logging_config=None,
+            debug=False,
+        )
+    return _TWINS[key]
+
+
+_TWINS: Final[dict[tuple[int, ...], Litestar]] = {}
+
+
+def _merged(app: Litestar, paths: dict[str, Any], documented: dict[str, Any]) -> dict[str, Any]:
+    """Both documents' paths, each declaration's paths placed where its route is in ``app``."""
+    rank = {route.path_format: index for index, route in enumerate(app.routes)}
+    pending = sorted(documented, key=lambda path: rank.get(path, len(rank)))
+    merged: dict[str, Any] = {}
+    for path, item in paths.items():
+        while pending and rank.get(pending[0], len(rank)) < rank.get(path, len(rank)):
+            first = pending.pop(0)
+            merged[first] = copy.deepcopy(documented[first])
+        merged[path] = item
+    for path in pending:
+        merged[path] = copy.deepcopy(documented[path])
+    return merged
+
+
 def polish(app: Litestar) -> None:
     """Correct the generated document in place, once, before it is first served."""
     document = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    twin = _documented(app)
+    generated = twin.plugins.get(OpenAPIPlugin).provide_openapi_schema()
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, component in generated.get("components", {}).get("schemas", {}).items():
+        schemas.setdefault(name, component)
+    document["paths"] = _merged(app, document.get("paths", {}), generated.get("paths", {}))
     for name in _STRICT_BODIES:
         if name in schemas:
             schemas[name]["additionalProperties"] = False
-    declared = _declared_bodies(app, schemas)
+    declared = _declared_bodies([*app.routes, *twin.routes], schemas)
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             if not isinstance(operation, dict):
@@ -118,7 +170,7 @@ def polish(app: Litestar) -> None:
                 operation["requestBody"] = declared[path, method]
             for parameter in operation.get("parameters", []):
                 if parameter.get("name") == "threshold":
-                    parameter["schema"] = {"type": "number", "minimum": 0, "maximum": 1}
+                    parameter["schema"] = msgspec.json.schema(Threshold)
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body is not None and path in _EXAMPLES:
                 body["example"] = _EXAMPLES[path]

@@ -1,18 +1,20 @@
-"""One error tree, mapped to HTTP in one place.
+"""One error tree, rendered to HTTP in one place.
 
-Every failure the service knows about is a :class:`ServiceError` carrying its status code; the
-handlers at the bottom turn those, Litestar's own exceptions and anything unexpected into short JSON
-bodies. Nothing a client sees ever contains a traceback, a file path or a library version.
+Every failure the service knows about is a :class:`ServiceError` carrying its status code and
+headers (``Retry-After`` on the 503s a client should retry). :func:`render` is the one map from an
+error to the bytes a client gets, in the body shape of the route's front end (``{"detail"}``,
+MLflow's ``{"error_code", "message"}`` or the Open Inference Protocol's ``{"error"}``): the
+scoring endpoints, Litestar's exception handlers (:mod:`app.error_handlers`) and the request
+observer's time limit (:mod:`app.observability`) all answer through it. Nothing a client sees ever
+contains a traceback, a file path or a library version.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import ClassVar, Final
 
-from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+import msgspec
 
 from app.schemas import (
     ErrorBody,
@@ -22,20 +24,20 @@ from app.schemas import (
     ValidationErrorBody,
 )
 
-if TYPE_CHECKING:
-    from litestar.types import ExceptionHandlersMap
-
-log = logging.getLogger("churn_api")
-
-
 REQUEST_ID_KEY: Final = "churn_api.request_id"
 """Scope key holding the request's id (set by :mod:`app.observability`, read by the log lines)."""
+ERROR_SHAPE: Final = "error_shape"
+"""Route ``opt`` key naming the body shape of that route's errors: ``mlflow`` or ``inference``."""
+_MLFLOW_CODES: Final = {413: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+_RETRY: Final[Mapping[str, str]] = {"Retry-After": "1"}
+_encoder: Final = msgspec.json.Encoder()
 
 
 class ServiceError(Exception):
-    """Base of every error the service raises on purpose."""
+    """Base of every error the service raises on purpose; as such, an unexpected 500."""
 
     status_code: ClassVar[int] = 500
+    headers: ClassVar[Mapping[str, str]] = {}
     detail: str = "Internal server error"
 
     def __init__(self, detail: str | None = None) -> None:
@@ -58,6 +60,13 @@ class UnsupportedMediaType(ServiceError):
     detail = "Content-Type must be application/json"
 
 
+class BodyTooLarge(ServiceError):
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than MAX_BODY_BYTES ({limit} bytes)")
+
+
 class ModelNotLoaded(ServiceError):
     status_code = 503
     detail = "Model not loaded"
@@ -65,7 +74,16 @@ class ModelNotLoaded(ServiceError):
 
 class Overloaded(ServiceError):
     status_code = 503
+    headers = _RETRY
     detail = "Server is overloaded, retry shortly"
+
+
+class TimedOut(ServiceError):
+    """No response started within REQUEST_TIMEOUT_SECONDS (answered by the request observer)."""
+
+    status_code = 503
+    headers = _RETRY
+    detail = "Request timed out, retry shortly"
 
 
 class ProtocolError(ServiceError):
@@ -104,7 +122,7 @@ class ProtocolMediaType(ProtocolError):
 
 
 class ClientDisconnected(ServiceError):
-    """The client went away before its request was complete: nobody is left to answer.
+    """The client went away before its answer was sent: nobody is left to answer.
 
     Raised by the request layer (:class:`app.observability.RequestObserver`) when the server reports
     the disconnect, so every front end stops reading at once; counted and logged as 499 (nginx's
@@ -119,25 +137,38 @@ class StartupError(Exception):
     """The service cannot start: a bad setting or a champion that cannot be loaded."""
 
 
-def _json(body: object, status_code: int, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
+def expected(exc: ServiceError) -> bool:
+    """Whether ``exc`` is answered as it is; otherwise it is a bug, logged and answered 500."""
+    return exc.status_code < 500 or exc.status_code == 503 or isinstance(exc, ProtocolError)
 
 
-ERROR_SHAPE: Final = "error_shape"
-"""Route ``opt`` key (or, in front of Litestar's router, scope key) naming the body shape of that
-route's errors: ``mlflow`` or ``inference``."""
-_MLFLOW_CODES: Final = {413: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+def shape_of(scope: Mapping[str, object]) -> str | None:
+    """The error body shape of the route that matched (``None``: ``{"detail"}``)."""
+    opt = getattr(scope.get("route_handler"), "opt", None)  # no handler: no route matched
+    found = opt.get(ERROR_SHAPE) if isinstance(opt, dict) else None
+    return found if isinstance(found, str) else None
 
 
-def _error(
-    request: Request[Any, Any, Any],
+Rendered = tuple[int, dict[str, str], bytes]
+"""Status, headers (besides Content-Type, which is JSON) and body of an error answer."""
+
+
+def render(exc: ServiceError, shape: str | None) -> Rendered:
+    """The answer to an expected error (see :func:`expected`), in the route's body shape."""
+    if isinstance(exc, RequestValidationError):
+        return 422, {}, _encoder.encode(ValidationErrorBody(exc.detail, exc.errors))
+    code = exc.error_code if isinstance(exc, ProtocolError) else None
+    return answer(exc.status_code, exc.detail, shape, exc.headers, code)
+
+
+def answer(
     status: int,
     detail: str,
+    shape: str | None,
     headers: Mapping[str, str] | None = None,
     code: str | None = None,
-) -> Response[Any]:
+) -> Rendered:
     """An error answer in the body shape of the route's protocol (``{"detail"}`` by default)."""
-    shape = _shape(request)
     body: object
     if shape == "mlflow":
         body = MlflowErrorBody(code or _MLFLOW_CODES.get(status, "BAD_REQUEST"), detail)
@@ -145,96 +176,8 @@ def _error(
         body = InferenceErrorBody(detail)
     else:
         body = ErrorBody(detail)
-    return _json(body, status, dict(headers) if headers else None)
+    return status, dict(headers or {}), _encoder.encode(body)
 
 
-def _shape(request: Request[Any, Any, Any]) -> str | None:
-    handler = request.scope.get("route_handler")  # absent when no route matched (or app.fastpath)
-    found = handler.opt.get(ERROR_SHAPE) if handler is not None else request.scope.get(ERROR_SHAPE)
-    return found if isinstance(found, str) else None
-
-
-def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
-    if isinstance(exc, RequestValidationError):
-        _count_validation_failures(exc.errors)
-        return _json(ValidationErrorBody(exc.detail, exc.errors), 422)
-    if isinstance(exc, ProtocolError):
-        _count_validation_failures([FieldError("body", name, exc.detail) for name in exc.fields])
-        return _error(request, exc.status_code, exc.detail, code=exc.error_code)
-    if exc.status_code >= 500 and not isinstance(exc, (ModelNotLoaded, Overloaded)):
-        return _unexpected(request, exc)
-    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
-    return _error(request, exc.status_code, exc.detail, headers)
-
-
-def _parameter_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    """Litestar's own parameter validation answers 422 naming the fields, not 400.
-
-    Predict bodies and their ``threshold`` are checked together by the strict DTO; what reaches
-    here is a parameter Litestar checked itself, or an empty body (Litestar's ``data`` key).
-    """
-    errors = [_field_error(item) for item in (exc.extra if isinstance(exc.extra, list) else [])]
-    if not errors:
-        errors = [FieldError("query", "query", "Invalid query parameters")]
-    _count_validation_failures(errors)
-    return _json(ValidationErrorBody("Request validation failed", errors), 422)
-
-
-def _field_error(item: object) -> FieldError:
-    if not isinstance(item, dict):
-        return FieldError("query", "query", str(item))
-    key = str(item.get("key", "query"))
-    if key == "data":
-        return FieldError("body", "body", "Request body is empty; expected a JSON object")
-    return FieldError(str(item.get("source", "query")), key, str(item.get("message", "Invalid")))
-
-
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    if exc.status_code >= 500:
-        return _unexpected(request, exc)
-    status = 422 if exc.status_code == 400 and _shape(request) is None else exc.status_code
-    detail = exc.detail
-    if exc.status_code == 413:
-        limit = request.route_handler.resolve_request_max_body_size()
-        detail = f"Request body is larger than MAX_BODY_BYTES ({limit} bytes)"
-    return _error(request, status, detail, exc.headers)
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error(
-        "unhandled error on %s %s",
-        request.method,
-        request.url.path,
-        exc_info=exc,
-        extra={"request_id": _request_id(request)},  # the client has it in a header
-    )
-    return _error(request, 500, "Internal server error")
-
-
-def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """The error map for code in front of Litestar (:mod:`app.fastpath`): same answers."""
-    if isinstance(exc, ServiceError):
-        return _service_error(request, exc)
-    return _unexpected(request, exc)
-
-
-# app.metrics and app.observability are imported on first use, not with this module: the
-# ``churn-api`` command imports this module before granian's workers exist, and prometheus_client
-# must be imported only in processes that write metrics (after PROMETHEUS_MULTIPROC_DIR is ready).
-def _count_validation_failures(errors: list[FieldError]) -> None:
-    from app.metrics import validation_failed
-
-    validation_failed(errors)
-
-
-def _request_id(request: Request[Any, Any, Any]) -> str | None:
-    found = request.scope.get(REQUEST_ID_KEY)
-    return found if isinstance(found, str) else None
-
-
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    ValidationException: _parameter_error,
-    ServiceError: _service_error,
-    HTTPException: _http_error,
-    Exception: _unexpected,
-}
+UNEXPECTED: Final = ServiceError()
+"""What a client gets for a bug: ``500 Internal server error``."""

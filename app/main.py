@@ -14,20 +14,31 @@ from importlib.metadata import version as package_version
 
 from litestar import Litestar
 
-from app import docs, inference_protocol, metrics, mlflow_protocol
+from app import (
+    docs,
+    inference_infer,
+    inference_protocol,
+    metrics,
+    metrics_dir,
+    mlflow_protocol,
+    predict,
+    routes,
+)
+from app.access_log import AccessLog
 from app.admin import admin_routes
 from app.admission import Bounded
-from app.errors import EXCEPTION_HANDLERS
-from app.fastpath import FastPredict
+from app.asgi import route_path_parameters
+from app.error_handlers import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
+from app.json_logging import configure_logging
 from app.model import Champion
-from app.observability import AccessLog, RequestObserver, configure_logging
+from app.observability import WATCH_SECONDS, RequestObserver
 from app.registry import load_champion
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
-from app.routes import ROUTES
 from app.service import Service
 from app.settings import Settings, load
 from app.startup import READY, forget, report
+from app.tally import FLUSH_SECONDS, TALLY
 
 log = logging.getLogger("churn_api")
 
@@ -45,14 +56,12 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         configure_logging()
         directory = settings.metrics_dir
-        metrics.forget_dead_workers(directory)
+        metrics_dir.forget_dead_workers(directory)
         loop = asyncio.get_running_loop()
         report(f"loading and checking {settings.model_name}@{settings.model_alias}", directory)
         model = loader(settings)  # before the worker takes traffic; failure stops the worker
         scorer: Scorer = Bounded(
-            MicroBatcher(
-                loop, settings.max_batch_rows, settings.model_threads, metrics.TALLY.model_call
-            )
+            MicroBatcher(loop, settings.max_batch_rows, settings.model_threads, TALLY.model_call)
             if settings.micro_batching
             else ThreadOffload(loop, model_threads=settings.model_threads),
             settings.max_queued_rows,
@@ -78,9 +87,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
             asyncio.create_task(reloader.run(), name="churn-reload"),
             asyncio.create_task(_flush_metrics(), name="churn-metrics"),
         ]
-        if settings.request_timeout_seconds > 0:
-            interval = min(1.0, max(0.05, settings.request_timeout_seconds / 10))
-            background.append(asyncio.create_task(observer.watch_deadlines(interval)))
+        background.append(asyncio.create_task(observer.watch(WATCH_SECONDS), name="churn-watch"))
         report(READY, directory)
         try:
             yield
@@ -90,15 +97,17 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             scorer.close()
-            metrics.TALLY.flush()
-            metrics.worker_stopped(directory)
+            TALLY.flush()
+            metrics_dir.worker_stopped(directory)
 
     app = Litestar(
         route_handlers=[
-            *ROUTES,
+            *predict.ROUTES,
+            *routes.ROUTES,
             *mlflow_protocol.ROUTES,
             *inference_protocol.ROUTES,
-            metrics.metrics_endpoint(settings.metrics_dir),
+            *inference_infer.ROUTES,
+            metrics_dir.metrics_endpoint(settings.metrics_dir),
             *admin_routes(settings),
             docs.assets_router(),
         ],
@@ -110,15 +119,10 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         debug=False,
         logging_config=None,  # log lines are JSON, see app.observability.configure_logging
     )
+    route_path_parameters(app)
     # Outside routing and the error map, so it sees every answer (404s and 500s included).
-    # The predict endpoints' plain 200s skip Litestar's per-request work (see app.fastpath).
-    fast = FastPredict(
-        app.asgi_handler,  # type: ignore[arg-type]
-        service=lambda: getattr(app.state, "service", None),
-        max_body_bytes=settings.max_body_bytes,
-    )
     observer = RequestObserver(
-        fast,
+        app.asgi_handler,  # type: ignore[arg-type]
         current_version=lambda: _served_version(app),
         access_log=AccessLog() if settings.access_log else None,
         timeout=settings.request_timeout_seconds,
@@ -152,5 +156,5 @@ def _served_version(app: Litestar) -> str | None:
 
 async def _flush_metrics() -> None:
     while True:
-        await asyncio.sleep(metrics.FLUSH_SECONDS)
-        metrics.TALLY.flush()
+        await asyncio.sleep(FLUSH_SECONDS)
+        TALLY.flush()

@@ -15,17 +15,18 @@ from importlib.metadata import version as package_version
 from typing import Any, Final
 
 import numpy as np
-from litestar import MediaType, Request, Response, get, post
+from litestar import MediaType, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
+from app.asgi import Receive, Scope, header, read_body, scoring_route
 from app.errors import ERROR_SHAPE, ModelNotLoaded, ProtocolError, ProtocolMediaType
-from app.metrics import TALLY
 from app.mlflow_wire import Invocation, Predictions, encoder
 from app.model import Rows
 from app.schemas import EXAMPLE_CUSTOMER, FEATURES, MlflowErrorBody
 from app.service import Scored, Service, score
 from app.tabular import csv_rows, invocation_rows
+from app.tally import TALLY
 
 TAG: Final = "MLflow scoring protocol"
 PREDICT_FUNCTIONS: Final = ("predict", "predict_proba")
@@ -46,6 +47,7 @@ def _error(description: str) -> ResponseSpec:
 @post(
     "/invocations",
     status_code=200,
+    sync_to_thread=False,
     tags=[TAG],
     summary="Score rows as `mlflow models serve` does",
     description=(
@@ -72,12 +74,17 @@ def _error(description: str) -> ResponseSpec:
         },
     },
 )
-async def invocations(request: Request[Any, Any, Any], state: State) -> Predictions:
-    service: Service = state.service
+def _invocations() -> Predictions:
+    raise NotImplementedError  # documentation only: invocations() answers POST /invocations
+
+
+@scoring_route("/invocations", documented=_invocations, opt={ERROR_SHAPE: "mlflow"})
+async def invocations(service: Service, scope: Scope, receive: Receive) -> bytes:
     service.champion()  # 503 before reading a body that cannot be scored
-    parse = _parser(request.headers.get("content-type"))
-    scored = await score(service, parse(await request.body()))
-    return Predictions(answers(scored))
+    parse = _parser(header(scope, b"content-type"))
+    body = await read_body(scope, receive, service.settings.max_body_bytes)
+    scored = await score(service, parse(body))
+    return encoder.encode(Predictions(answers(scored)))
 
 
 def answers(scored: Scored) -> list[Any]:
@@ -146,15 +153,5 @@ async def version() -> str:
     return _VERSION
 
 
-def fast_door(service: Service, body: bytes, scope: Any) -> tuple[Rows, Finish]:
-    """The plain JSON case for :mod:`app.fastpath`: rows, then the answer's bytes."""
-    return invocation_rows(body), _encode_answer
-
-
-def _encode_answer(scored: Scored) -> bytes:
-    return encoder.encode(Predictions(answers(scored)))
-
-
-Finish = Callable[[Scored], bytes]
 _VERSION: Final = package_version("churn-api")
 ROUTES: Final = [invocations, ping, version]

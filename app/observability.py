@@ -1,23 +1,23 @@
-"""Every request's id, timing, access log line, metrics and time limit, in one pure-ASGI layer.
+"""Every request's id, timing, access log line, metrics, time limit and hang-up, in one ASGI layer.
 
 :class:`RequestObserver` wraps the whole Litestar app (routing and its exception handling), so it
 sees every answer: 404s, 413s and the 500s the error map produced. Per request it
 
-* takes a valid incoming ``X-Request-ID`` or makes one, and returns it on the response;
-* times the request and counts it in :data:`app.metrics.TALLY` by route template and status;
-* writes one JSON access line to stderr (``ACCESS_LOG``), with the model version that answered
-  (the lines of one event-loop turn in one ``write``);
-* ends a request whose client went away before its body was complete: ``receive`` raises
-  :class:`app.errors.ClientDisconnected` (a 499 in the error map, never logged as an error), so
-  no front end sees a half-read body and the model never runs for it;
-* answers ``503`` with ``Retry-After`` if the request has not started its response within
-  ``REQUEST_TIMEOUT_SECONDS`` (one watchdog task per worker checks deadlines, so a request pays for
-  no timer of its own).
+* takes a valid incoming ``X-Request-ID`` or makes one (:mod:`app.request_ids`), and returns it
+  on the response;
+* times the request and counts it in :data:`app.tally.TALLY` by route template and status;
+* writes one JSON access line (:mod:`app.access_log`) with the model version that answered;
+* notices a client that went away before its answer was sent, and counts and logs that request
+  as 499 (nginx's code), never as a server error. Before the body is complete ``receive`` raises
+  :class:`app.errors.ClientDisconnected` (answered 499 by the error map), so no front end sees a
+  half-read body and the model never runs for it. After it, a request still unanswered
+  ``LISTEN_AFTER`` seconds later keeps one ``receive`` pending (:mod:`app.hang_up`) for the
+  server's ``http.disconnect``; one answered sooner was answered before anyone could notice;
+* answers ``503`` with ``Retry-After`` (:class:`app.errors.TimedOut`, through the one error map)
+  if the request has not started its response within ``REQUEST_TIMEOUT_SECONDS``.
 
-Other log lines are JSON too (:class:`JsonFormatter` on the root logger), one object a line.
-Access lines bypass the ``logging`` module: a record, a handler lock and a formatter cost ~10 µs a
-line against ~1 µs to encode it, and this runs for every request. Writes end on line boundaries
-and are at most ``PIPE_BUF`` bytes, so the lines of several workers never interleave.
+One watchdog task per worker (:meth:`RequestObserver.watch`) does the timing of both, so a request
+pays for no timer and no listener of its own.
 """
 
 from __future__ import annotations
@@ -25,108 +25,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import select
-import sys
 import time
-import traceback
-from collections.abc import Awaitable, Callable, MutableMapping
-from contextvars import ContextVar
-from itertools import count
+from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
+from app.access_log import AccessLog, answered_by
+from app.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from app.errors import (
+    REQUEST_ID_KEY,
+    UNEXPECTED,
+    ClientDisconnected,
+    Rendered,
+    TimedOut,
+    render,
+    shape_of,
+)
+from app.hang_up import LISTEN_AFTER, HangUps
+from app.metrics import UNMATCHED_ROUTE
+from app.request_ids import REQUEST_ID_HEADER, RequestIds
+from app.tally import TALLY, Tally
 
-from app.errors import REQUEST_ID_KEY, ClientDisconnected
-from app.metrics import TALLY, UNMATCHED_ROUTE, Tally
-
-# Plain ASGI types (Litestar's TypedDicts do not allow the extra scope key this layer adds).
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-REQUEST_ID_HEADER: Final = b"x-request-id"
-MAX_REQUEST_ID_CHARS: Final = 128
-_VALID_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 _MAX_LOGGED_PATH: Final = 256
-
-answered_by: ContextVar[str | None] = ContextVar("churn_api.answered_by", default=None)
-"""The model version that scored this request; set by the predict path, read for the access log."""
-
-_encoder: Final = msgspec.json.Encoder()
-_TIMEOUT_BODY: Final = _encoder.encode({"detail": "Request timed out, retry shortly"})
-_ERROR_BODY: Final = _encoder.encode({"detail": "Internal server error"})
+CLIENT_CLOSED: Final = ClientDisconnected.status_code
+WATCH_SECONDS: Final = 0.005
+"""How often the watchdog looks at the requests in flight (deadlines, hang-ups)."""
 
 log = logging.getLogger("churn_api")
-
-
-class RequestIds:
-    """Makes request ids: a random per-process prefix and a counter (unique, and ~0.2 µs each)."""
-
-    def __init__(self) -> None:
-        self._restart()
-        # An app built before granian forks (``churn-api serve``) gives every worker its own prefix.
-        os.register_at_fork(after_in_child=self._restart)
-
-    def _restart(self) -> None:
-        self._prefix = os.urandom(6).hex()
-        self._counter = count(1)
-
-    def new(self) -> bytes:
-        return b"%s-%x" % (self._prefix.encode(), next(self._counter))
-
-    def pick(self, headers: list[tuple[bytes, bytes]] | Any) -> bytes:
-        """The client's ``X-Request-ID`` if it is valid (1-128 safe characters), else a new id."""
-        for name, value in headers:
-            if name == REQUEST_ID_HEADER:
-                if _VALID_REQUEST_ID.fullmatch(value):
-                    return bytes(value)
-                break
-        return self.new()
-
-
-class AccessLog:
-    """One JSON line per request on a file descriptor (stderr by default).
-
-    The lines of one event-loop turn are written together at the end of that turn, in writes of
-    at most ``PIPE_BUF`` bytes that end on a line boundary, so a busy worker makes one system call
-    for many requests and the lines of several workers still never interleave.
-    """
-
-    def __init__(self, fd: int = 2) -> None:
-        self._fd = fd
-        self._second = -1
-        self._stamp = ""
-        self._pending: list[bytes] = []
-
-    def write(self, fields: dict[str, Any]) -> None:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        line = {"ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z", **fields}
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append(_encoder.encode(line) + b"\n")
-
-    def flush(self) -> None:
-        lines, self._pending = self._pending, []
-        chunk = b""
-        for line in lines:
-            if chunk and len(chunk) + len(line) > select.PIPE_BUF:
-                self._write(chunk)
-                chunk = b""
-            chunk += line
-        if chunk:
-            self._write(chunk)
-
-    def _write(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):  # a closed log pipe must not fail the request
-            os.write(self._fd, data)
 
 
 class RequestObserver:
@@ -149,6 +73,7 @@ class RequestObserver:
         self._ids = RequestIds()
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
+        self._hang_ups = HangUps()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,14 +85,17 @@ class RequestObserver:
         answered_by.set(None)
         status = 500
         response_started = False
+        task = asyncio.current_task()
+        timed = task if self._timeout > 0 else None
+        gone = False  # the client went away after its body, before its answer was sent
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                if task is not None:  # an answer under way is never cut off by the time limit
-                    self._deadlines.pop(task, None)
+                if timed is not None:  # an answer under way is never cut off by the time limit
+                    self._deadlines.pop(timed, None)
                 headers = message.get("headers")
                 if isinstance(headers, list):
                     headers.append((REQUEST_ID_HEADER, request_id))
@@ -175,39 +103,38 @@ class RequestObserver:
                     message["headers"] = [*(headers or ()), (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
-        disconnected = False
-
         async def receive_or_raise() -> Message:
             # A client gone before its body is complete ends the request here, for every front
             # end: the error map answers 499 (to nobody) instead of a 500 for a half-read body.
-            nonlocal disconnected
-            if not disconnected:
+            nonlocal gone
+            if task in self._hang_ups:  # after the body: a front end that listens itself
+                gone = self._hang_ups.stop(task) or gone
                 message = await receive()
-                if message["type"] != "http.disconnect":
-                    return message
-                disconnected = True
-            raise ClientDisconnected()
+                gone = gone or message["type"] == "http.disconnect"
+                return message
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            if not message.get("more_body", False) and task is not None:
+                self._hang_ups.read(task, receive)
+            return message
 
-        task = asyncio.current_task() if self._timeout > 0 else None
-        if task is not None:
-            self._deadlines[task] = started + self._timeout
+        if timed is not None:
+            self._deadlines[timed] = started + self._timeout
         try:
             await self.app(scope, receive_or_raise, send_with_id)
         except ClientDisconnected:  # a front end that let it through: the client's, not ours
-            status = 499
+            status = CLIENT_CLOSED
         except asyncio.CancelledError:
-            if task is None or task not in self._expired:
+            if timed is None or timed not in self._expired:
                 if not response_started:
-                    status = 499  # cancelled from outside (client gone, shutdown): nginx's code
+                    status = CLIENT_CLOSED  # cancelled from outside (client gone, shutdown)
                 raise
-            task.uncancel()
-            status = 503
-            log.warning(
-                "request timed out",
-                extra=self._context(scope, request_id, started),
-            )
+            timed.uncancel()
+            status = TimedOut.status_code
+            log.warning("request timed out", extra=self._context(scope, request_id, started))
             if not response_started:
-                await _answer(send, 503, _TIMEOUT_BODY, request_id, retry_after=True)
+                await _answer(send, render(TimedOut(), shape_of(scope)), request_id)
         except Exception as exc:  # the error map answered everything it could; this is a bug here
             status = 500
             log.error(
@@ -216,11 +143,13 @@ class RequestObserver:
                 exc_info=exc,
             )
             if not response_started:
-                await _answer(send, 500, _ERROR_BODY, request_id)
+                await _answer(send, render(UNEXPECTED, shape_of(scope)), request_id)
         finally:
-            if task is not None:
-                self._deadlines.pop(task, None)
-                self._expired.discard(task)
+            if timed is not None:
+                self._deadlines.pop(timed, None)
+                self._expired.discard(timed)
+            if (self._hang_ups.stop(task) or gone) and status < 500:
+                status = CLIENT_CLOSED
             self._finish(scope, status, started, request_id)
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: bytes) -> None:
@@ -250,8 +179,12 @@ class RequestObserver:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
-    async def watch_deadlines(self, interval: float) -> None:
-        """Cancel requests past their deadline; runs as one task per worker."""
+    async def watch(self, interval: float) -> None:
+        """One task per worker: cancels requests past their deadline, listens for hang-ups.
+
+        A request still unanswered ``LISTEN_AFTER`` seconds after its body was read starts
+        listening (:class:`app.hang_up.HangUps`).
+        """
         while True:
             await asyncio.sleep(interval)
             now = time.perf_counter()
@@ -259,73 +192,11 @@ class RequestObserver:
                 if deadline <= now and task not in self._expired and not task.done():
                     self._expired.add(task)
                     task.cancel()
+            self._hang_ups.listen(read_before=now - LISTEN_AFTER)
 
 
-async def _answer(
-    send: Send, status: int, body: bytes, request_id: bytes, *, retry_after: bool = False
-) -> None:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (REQUEST_ID_HEADER, request_id),
-    ]
-    if retry_after:
-        headers.append((b"retry-after", b"1"))
+async def _answer(send: Send, answer: Rendered, request_id: bytes) -> None:
+    status, headers, body = answer
+    extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     with contextlib.suppress(OSError, RuntimeError):  # the client may be gone
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, message, the record's extras, exc."""
-
-    _STANDARD: Final = frozenset(
-        vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
-    )
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in self._STANDARD and not key.startswith("_"):
-                fields[key] = value
-        if record.exc_info:
-            fields["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        try:
-            return _encoder.encode(fields).decode()
-        except (TypeError, msgspec.EncodeError):  # an extra that is not JSON: keep its str()
-            return _encoder.encode({key: str(value) for key, value in fields.items()}).decode()
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + "\n"
-            sys.stderr.write(line)
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - logging must never fail the caller
-            self.handleError(record)
-
-
-def configure_logging() -> None:
-    """JSON lines on stderr for every logger that reaches the root; once per process.
-
-    granian configures only its own loggers in a worker (and the app is built without Litestar's
-    logging config), so this is the one handler: the service's INFO lines (which champion a worker
-    serves, swaps) and libraries' warnings come out as JSON. A test's log capture still sees them.
-    """
-    root = logging.getLogger()
-    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    service = logging.getLogger("churn_api")
-    if service.level == logging.NOTSET:
-        service.setLevel(logging.INFO)
+        await send_json(send, status, body, [(REQUEST_ID_HEADER, request_id), *extra])

@@ -9,24 +9,18 @@ place as the protocol does: ``dataframe_records[3].total_charges``, ``features[3
 
 from __future__ import annotations
 
-import operator
-import typing
 from collections.abc import Callable, Iterator, Sequence
-from itertools import chain
 from typing import Any, Final
 
 import msgspec
-import numpy as np
 
 from app.errors import InvalidInput
-from app.mlflow_wire import Record, Records
+from app.field_errors import clean, feature_problems, json_type
+from app.mlflow_wire import Records
 from app.model import Rows
-from app.schemas import CROSS_FIELD_RULE, FEATURES, Customer, breaks_cross_field_rule
-from app.validation import clean, json_type
+from app.schemas import rows_of
 
 MAX_NAMED_ERRORS: Final = 10
-TYPES: Final = typing.get_type_hints(Customer, include_extras=True)
-_values: Final = operator.attrgetter(*FEATURES)
 
 Where = Callable[[int, str], str]
 """The path of one value in the request: row index and column name."""
@@ -38,13 +32,7 @@ def checked_rows(rows: list[dict[str, Any]], where: Where) -> Rows:
         records = msgspec.convert(rows, Records)
     except msgspec.ValidationError as exc:
         raise invalid(row_errors(rows, where), str(exc)) from None
-    return array(records)
-
-
-def array(records: list[Record]) -> Rows:
-    flat = np.fromiter(chain.from_iterable(map(_values, records)), dtype=np.float64,
-                       count=len(records) * len(FEATURES))  # fmt: skip
-    return flat.reshape(len(records), len(FEATURES))
+    return rows_of(records)
 
 
 def row_errors(rows: Sequence[object], where: Where) -> Iterator[tuple[str, str]]:
@@ -53,21 +41,8 @@ def row_errors(rows: Sequence[object], where: Where) -> Iterator[tuple[str, str]
         if not isinstance(row, dict):
             yield "body", f"{where(number, '')[:-1]}: Expected an object, got {json_type(row)}"
             continue
-        good = True
-        for name in FEATURES:
-            if name not in row:
-                good = False
-                yield name, f"{where(number, name)}: Field required"
-                continue
-            try:
-                msgspec.convert(row[name], TYPES[name])
-            except msgspec.ValidationError as exc:
-                good = False
-                yield name, f"{where(number, name)}: {clean(str(exc))}"
-        if good and breaks_cross_field_rule(
-            row["tenure_months"], row["monthly_charges"], row["total_charges"]
-        ):
-            yield "total_charges", f"{where(number, 'total_charges')}: {CROSS_FIELD_RULE}"
+        for name, message in feature_problems(row):
+            yield name, f"{where(number, name)}: {message}"
 
 
 def invalid(errors: Iterator[tuple[str, str]], fallback: str) -> InvalidInput:

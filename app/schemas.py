@@ -2,15 +2,21 @@
 
 The five features, their bounds and their order are the contract (``docs/api.md``). Requests are
 decoded strictly (a string is never a number, ``24.5`` is never an integer) by prebuilt decoders;
-:mod:`app.validation` turns a failed decode into a list naming every offending field.
+:mod:`app.field_errors` turns a failed decode into a list naming every offending field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import operator
+from collections.abc import Sequence
+from itertools import chain
+from typing import Annotated, Any, Final
 
 import msgspec
+import numpy as np
 from msgspec import Meta
+
+from app.arrays import Rows
 
 FEATURES: Final[tuple[str, ...]] = (
     "tenure_months",
@@ -22,13 +28,32 @@ FEATURES: Final[tuple[str, ...]] = (
 MAX_BATCH: Final = 1024
 
 CROSS_FIELD_RULE: Final = "total_charges must be >= monthly_charges when tenure_months > 0"
+RULE_FIELDS: Final = ("tenure_months", "monthly_charges", "total_charges")
+"""The features the cross-field rule reads, in the order :func:`breaks_cross_field_rule` takes."""
+COLUMNS: Final = {name: index for index, name in enumerate(FEATURES)}
+"""Each feature's column in a row array (``rows[:, COLUMNS["total_charges"]]``)."""
 
 
-def breaks_cross_field_rule(
-    tenure_months: int, monthly_charges: float, total_charges: float
-) -> bool:
-    """The contract's cross-field rule, shared by the fast decoder and the error report."""
-    return tenure_months > 0 and total_charges < monthly_charges
+def breaks_cross_field_rule(tenure_months: Any, monthly_charges: Any, total_charges: Any) -> Any:
+    """The contract's cross-field rule: on one customer's values, or element-wise on columns.
+
+    The one definition, used by :class:`Customer`, the vectorised batch check and every error
+    report; ``&`` (not ``and``) so that numpy columns give one boolean per row.
+    """
+    return (tenure_months > 0) & (total_charges < monthly_charges)
+
+
+def rows_of(customers: Sequence[Any]) -> Rows:
+    """Decoded customers (any struct with the five features) as float64 rows in column order."""
+    flat = np.fromiter(
+        chain.from_iterable(map(_values, customers)),
+        dtype=np.float64,
+        count=len(customers) * len(FEATURES),
+    )
+    return flat.reshape(len(customers), len(FEATURES))
+
+
+_values: Final = operator.attrgetter(*FEATURES)
 
 
 TenureMonths = Annotated[
@@ -44,6 +69,8 @@ SupportTickets = Annotated[
     int, Meta(ge=0, le=1_000, description="Support tickets opened.", examples=[3])
 ]
 MonthToMonth = Annotated[bool, Meta(description="True for a month-to-month contract.")]
+Threshold = Annotated[float, Meta(ge=0, le=1)]
+"""A decision threshold: the ``threshold`` query value and DECISION_THRESHOLD."""
 
 EXAMPLE_CUSTOMER: Final = {
     "tenure_months": 12,
@@ -142,6 +169,13 @@ class InferenceErrorBody(msgspec.Struct, frozen=True):
     error: str
 
 
+DECODE_ERRORS: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,  # nesting deeper than the decoder follows
+    UnicodeDecodeError,  # bad UTF-8 inside a JSON string
+)
+"""What decoding a bad body raises (a prebuilt decoder or ``msgspec.json.decode``)."""
 customer_decoder: Final = msgspec.json.Decoder(Customer)
 batch_decoder: Final = msgspec.json.Decoder(BatchRequest)
 encoder: Final = msgspec.json.Encoder()

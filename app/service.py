@@ -13,14 +13,14 @@ from itertools import repeat
 
 import numpy as np
 
+from app.access_log import answered_by
 from app.drift import DRIFT
 from app.errors import ModelNotLoaded, ServiceError
 from app.inference import Scorer
-from app.metrics import TALLY
 from app.model import Champion, Rows, Scores
-from app.observability import answered_by
 from app.schemas import Prediction
 from app.settings import Settings
+from app.tally import TALLY
 
 
 class ModelOutputError(ServiceError):

@@ -19,17 +19,15 @@ import msgspec
 from msgspec import UNSET
 
 from app.errors import InvalidInput, MalformedRequest
+from app.field_errors import TYPES, clean, json_type
 from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, invocation_decoder
 from app.model import Rows
-from app.rows import TYPES, array, checked_rows, invalid, row_errors
-from app.schemas import FEATURES, MAX_BATCH
-from app.validation import clean, json_type
+from app.rows import checked_rows, invalid, row_errors
+from app.schemas import DECODE_ERRORS, FEATURES, MAX_BATCH, rows_of
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, 1_0
 _BOOLEANS: Final = {"true": True, "false": False}
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
-                         UnicodeDecodeError)  # fmt: skip
 ONE_OF: Final = f"exactly one of {', '.join(INPUT_FIELDS)}"
 
 
@@ -37,7 +35,7 @@ def invocation_rows(body: bytes) -> Rows:
     """The rows of an ``application/json`` request, or the error naming what is wrong."""
     try:
         request = invocation_decoder.decode(body)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise _json_error(body, exc) from None
     chosen = [name for name in INPUT_FIELDS if getattr(request, name) is not UNSET]
     if len(chosen) != 1:
@@ -46,7 +44,7 @@ def invocation_rows(body: bytes) -> Rows:
     value = getattr(request, field)
     if isinstance(value, list):  # records (dataframe_records, instances, inputs as records)
         _count(field, len(value))
-        return array(value)
+        return rows_of(value)
     if isinstance(value, DataframeSplit):
         return checked_rows(_split_rows(value), _at_split)
     return checked_rows(_column_rows(value), _at_inputs)
@@ -130,7 +128,7 @@ def _json_error(body: bytes, first: Exception) -> Exception:
         return MalformedRequest("Request body is empty; expected a JSON object")
     try:
         document = msgspec.json.decode(body)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         return MalformedRequest(f"Request body is not valid JSON: {clean(str(exc))}")
     if not isinstance(document, dict):
         return MalformedRequest(f"Expected a JSON object with {ONE_OF}, got {json_type(document)}")

@@ -7,6 +7,7 @@ Read from the source with :mod:`ast`, so every import counts: at module level, i
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ APP = Path(__file__).resolve().parents[1] / "app"
 # and the libraries their own variables (PROMETHEUS_MULTIPROC_DIR, MLflow's pool class) once at
 # startup; app.entrypoint fills in WORKERS before it execs churn-api serve.
 ENVIRONMENT_MODULES = {"app.settings", "app.serve", "app.entrypoint"}
+# The HTTP layer's modules (request to answer), each kept to one job and about 200 lines.
+HTTP_LAYER = {
+    f"{name}.py"
+    for name in (
+        "predict", "validation", "field_errors", "asgi", "routes", "errors", "error_handlers",
+        "observability", "request_ids", "access_log", "json_logging", "hang_up", "metrics",
+        "tally", "metrics_dir", "mlflow_protocol", "mlflow_wire", "inference_protocol",
+        "inference_infer", "inference_wire", "tensors", "rows", "tabular", "schemas", "main",
+        "admin", "admission", "docs",
+    )
+}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -113,3 +125,20 @@ def test_only_the_startup_modules_touch_the_environment() -> None:
         name: lines for name, lines in touching.items() if name not in ENVIRONMENT_MODULES
     }
     assert "app.settings" in touching  # the check does see a use
+
+
+def test_readmes_layout_table_lists_every_module_and_no_other() -> None:
+    readme = (APP.parent / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`app/(\w+)\.py`", layout))
+    modules = {path.stem for path in APP.glob("*.py")} - {"__init__"}
+
+    assert listed == modules
+
+
+def test_every_module_in_app_is_at_most_about_200_lines() -> None:
+    sizes = {path.name: len(path.read_text().splitlines()) for path in APP.glob("*.py")}
+    owned = {name: lines for name, lines in sizes.items() if name in HTTP_LAYER}
+
+    assert len(owned) == len(HTTP_LAYER)
+    assert {name: lines for name, lines in owned.items() if lines > 210} == {}

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
-from app import metrics, serve
-from app.metrics import Tally, field_label
+from app import metrics, metrics_dir, serve
+from app.metrics import field_label
+from app.tally import Tally
 
 Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -149,7 +150,7 @@ class TestMetricsDirectory:
             f"gauge_livesum_{os.getppid()}.db",
         ]:
             (tmp_path / name).write_bytes(b"")
-        assert metrics.forget_dead_workers(str(tmp_path)) == [dead]
+        assert metrics_dir.forget_dead_workers(str(tmp_path)) == [dead]
         assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
             [f"counter_{dead}.db", f"gauge_livesum_{os.getppid()}.db"]
         )

@@ -15,7 +15,7 @@ import pytest
 from support import VALID, BrokenModel, ConstantModel, GatedModel, champion, serving
 
 from app.main import create_app
-from app.observability import RequestIds
+from app.request_ids import RequestIds
 from app.settings import Settings
 
 
