@@ -28,6 +28,7 @@ from app.profile import Profile
 from app.schemas import FEATURES
 from app.scoring import Proven
 from app.settings import Settings
+from app.sqlite_registry import LoggedModel
 
 
 class RegistryError(Exception):
@@ -91,16 +92,15 @@ def resolve(settings: Settings) -> tuple[str, str]:
 def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
     """Download ``version`` and deserialize its estimator (the model is not run)."""
     started = time.perf_counter()
-    local = _fetch_local(settings, version)
-    estimator, logged_run, predict_fn, example = local or _fetch_with_mlflow(settings, version)
-    run_id = run_id or logged_run
+    logged = _fetch_local(settings, version) or _fetch_with_mlflow(settings, version)
+    run_id = run_id or logged.run_id
     return Fetched(
         name=settings.model_name,
         version=version,
         run_id=run_id,
-        estimator=estimator,
-        pyfunc_predict_fn=predict_fn,
-        input_example=example,
+        estimator=logged.estimator,
+        pyfunc_predict_fn=logged.pyfunc_predict_fn,
+        input_example=logged.input_example,
         fetch_seconds=time.perf_counter() - started,
         profile=drift.reference(
             settings.tracking_uri,
@@ -112,10 +112,7 @@ def fetch(settings: Settings, version: str, run_id: str = "") -> Fetched:
     )
 
 
-_Logged = tuple[Any, str, str, Any]  # estimator, run id, pyfunc predict_fn, input example
-
-
-def _fetch_local(settings: Settings, version: str) -> _Logged | None:
+def _fetch_local(settings: Settings, version: str) -> LoggedModel | None:
     """A SQLite registry's local model directory, read in place (:mod:`app.sqlite_registry`)."""
     db = sqlite_registry.database(settings.tracking_uri)
     try:
@@ -124,17 +121,14 @@ def _fetch_local(settings: Settings, version: str) -> _Logged | None:
         )  # fmt: skip
         if directory is None:
             return None
-        found = sqlite_registry.load_model(
+        return sqlite_registry.load_model(
             directory, allow_deserialization=settings.mlflow_allow_pickle_deserialization
         )
     except (sqlite3.Error, OSError, ValueError, KeyError) as exc:
         raise RegistryError(reason(exc)) from exc
-    if found is None:
-        return None
-    return found.estimator, found.run_id, found.pyfunc_predict_fn, found.input_example
 
 
-def _fetch_with_mlflow(settings: Settings, version: str) -> _Logged:
+def _fetch_with_mlflow(settings: Settings, version: str) -> LoggedModel:
     _client(settings)
     import mlflow
     import mlflow.sklearn
@@ -151,9 +145,12 @@ def _fetch_with_mlflow(settings: Settings, version: str) -> _Logged:
             example = logged.load_input_example(local)
     except (MlflowException, OSError, ValueError) as exc:
         raise RegistryError(reason(exc)) from exc
-    pyfunc = logged.flavors.get("python_function", {})
-    predict_fn = str(pyfunc.get("predict_fn") or "predict")
-    return estimator, str(logged.run_id or ""), predict_fn, example
+    return LoggedModel(
+        estimator=estimator,
+        run_id=str(logged.run_id or ""),
+        pyfunc_predict_fn=sqlite_registry.pyfunc_predict_fn(logged.flavors),
+        input_example=example,
+    )
 
 
 def fetch_champion(settings: Settings) -> tuple[Fetched, Proven | None]:

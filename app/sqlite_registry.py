@@ -30,8 +30,9 @@ _SCHEME = "sqlite:///"
 
 
 @dataclass(frozen=True)
-class LocalModel:
-    """A logged sklearn model read from its directory: the estimator and what MLflow logged."""
+class LoggedModel:
+    """A logged sklearn model, deserialized: the estimator and what MLflow logged with it (read
+    here or by MLflow's own loader)."""
 
     estimator: Any
     run_id: str
@@ -77,7 +78,7 @@ def run_artifacts(db: Path, run_id: str) -> Path | None:
     return _local(found[0][0]) if found and len(found) == 1 else None
 
 
-def load_model(directory: Path, *, allow_deserialization: bool) -> LocalModel | None:
+def load_model(directory: Path, *, allow_deserialization: bool) -> LoggedModel | None:
     """Deserialize the sklearn model logged in ``directory`` (the model is not run), or None if
     its MLmodel file asks for what only MLflow does (custom code, an unknown format or example)."""
     import yaml
@@ -108,13 +109,17 @@ def load_model(directory: Path, *, allow_deserialization: bool) -> LocalModel | 
                 import cloudpickle  # type: ignore[import-untyped]
 
                 estimator = cloudpickle.load(file)
-    pyfunc = logged.get("flavors", {}).get("python_function", {})
-    return LocalModel(
+    return LoggedModel(
         estimator=estimator,
         run_id=str(logged.get("run_id") or ""),
-        pyfunc_predict_fn=str(pyfunc.get("predict_fn") or "predict"),
+        pyfunc_predict_fn=pyfunc_predict_fn(logged.get("flavors", {})),
         input_example=_example(directory, example_info),
     )
+
+
+def pyfunc_predict_fn(flavors: dict[str, Any]) -> str:
+    """The method MLflow's pyfunc flavor calls, from an MLmodel file's ``flavors``."""
+    return str(flavors.get("python_function", {}).get("predict_fn") or "predict")
 
 
 def _example(directory: Path, info: dict[str, Any] | None) -> Any:
