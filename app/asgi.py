@@ -1,12 +1,18 @@
-"""The scoring endpoints as Litestar ``@asgi`` route handlers: routed by Litestar, raw ASGI inside.
+"""The scoring endpoints as Litestar ``@asgi`` route handlers, raw ASGI inside.
 
 A scoring request costs Litestar's typed handlers more than the prediction itself (the request
 object, signature and DTO plumbing, the response object: ~40 µs in process against ~6 µs for an
 ``@asgi`` handler, see perf/README.md). :func:`scoring_route` makes an ``@asgi`` handler from an
-endpoint ``(service, scope, receive) -> bytes`` (the 200 body): Litestar routes it and its
-exception handlers answer whatever it raises (:mod:`app.error_handlers`, the one error map), so
-each endpoint has exactly one path. Its OpenAPI operation is a typed handler declaration that is
-never routed (``documented``; :mod:`app.docs` puts it into the document).
+endpoint ``(service, scope, receive) -> bytes`` (the 200 body); whatever it raises is answered by
+the one error map (:func:`app.error_handlers.rendered`), so each endpoint has exactly one path.
+Its OpenAPI operation is a typed handler declaration that is never routed (``documented``;
+:mod:`app.docs` puts it into the document).
+
+A ``POST`` to a scoring endpoint with a fixed path (``/predict``, ``/predict/batch``,
+``/invocations``) is routed by :class:`ScoringRoutes`, a dictionary lookup in front of Litestar's
+router (whose path trie, scope copy and exception middleware cost more per request than the
+rest of the web layer); everything else, including the paths with parameters
+(``/v2/models/{name}/infer``) and other methods, is routed by Litestar to the same handlers.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from litestar import Litestar, asgi
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler, HTTPRouteHandler
 
+from app.error_handlers import rendered
 from app.errors import BodyTooLarge, ClientDisconnected
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ Endpoint = Callable[["Service", Scope, Receive], Awaitable[bytes]]
 
 DOCUMENTED: Final = "documented"
 """Route ``opt`` key of an ``@asgi`` scoring route: its OpenAPI declaration (a typed handler)."""
+ENDPOINT: Final = "endpoint"
+"""Route ``opt`` key of an ``@asgi`` scoring route: the endpoint that answers it."""
 _JSON: Final = (b"content-type", b"application/json")
 _ALLOW: Final = "POST, OPTIONS"
 _OPTIONS: Final = (b"allow", b"OPTIONS, POST")
@@ -52,15 +61,53 @@ def scoring_route(
             if scope["method"] != "POST":
                 await _not_post(scope, send)
                 return
-            payload = await endpoint(scope["litestar_app"].state.service, scope, receive)
-            await send_json(send, 200, payload)
+            await answer(endpoint, scope, receive, send)
 
         handle.__name__ = handle.__qualname__ = endpoint.__name__
         handle.__doc__ = endpoint.__doc__
-        options = {**(opt or {}), DOCUMENTED: documented}
+        options = {**(opt or {}), DOCUMENTED: documented, ENDPOINT: endpoint}
         return asgi(path, copy_scope=False, opt=options)(handle)
 
     return decorate
+
+
+async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """The endpoint's 200, or what the error map answers for what it raised."""
+    try:
+        payload = await endpoint(scope["litestar_app"].state.service, scope, receive)
+    except Exception as exc:  # noqa: BLE001 - the error map logs and answers every error
+        status, headers, body = rendered(scope, exc)
+        extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        await send_json(send, status, body, extra)
+        return
+    await send_json(send, 200, payload)
+
+
+class ScoringRoutes:
+    """``POST`` to a fixed-path scoring endpoint straight to it; the rest to Litestar (``app``).
+
+    Sets what Litestar's router would (``route_handler``, read for the error body's shape, and
+    ``path_template``, the metrics' route label).
+    """
+
+    def __init__(self, app: ASGIApp, handlers: Iterable[ASGIRouteHandler]) -> None:
+        self.app = app
+        self._routes = {
+            path: handler
+            for handler in handlers
+            if ENDPOINT in handler.opt
+            for path in handler.paths
+            if "{" not in path
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self._routes.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route_handler"] = handler
+        scope["path_template"] = scope["path"]
+        await answer(handler.opt[ENDPOINT], scope, receive, send)
 
 
 async def _not_post(scope: Scope, send: Send) -> None:

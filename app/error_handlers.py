@@ -9,6 +9,7 @@ and the request id, answered ``500 Internal server error``. The 422s count the f
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Request, Response
@@ -37,22 +38,22 @@ log = logging.getLogger("churn_api")
 AnyRequest = Request[Any, Any, Any]
 
 
-def rendered(request: AnyRequest, exc: Exception) -> Rendered:
+def rendered(scope: Mapping[str, Any], exc: Exception) -> Rendered:
     """What the error map answers for ``exc`` on this request (logged and counted here)."""
     if not isinstance(exc, ServiceError) or not expected(exc):
         log.error(
             "unhandled error on %s %s",
-            request.method,
-            request.url.path,
+            scope["method"],
+            scope["path"],
             exc_info=exc,
-            extra={"request_id": request.scope.get(REQUEST_ID_KEY)},  # the client has it
+            extra={"request_id": scope.get(REQUEST_ID_KEY)},  # the client has it
         )
-        return render(UNEXPECTED, shape_of(request.scope))
+        return render(UNEXPECTED, shape_of(scope))
     if isinstance(exc, RequestValidationError):
         validation_failed(exc.errors)
     elif isinstance(exc, ProtocolError):
         validation_failed([FieldError("body", name, exc.detail) for name in exc.fields])
-    return render(exc, shape_of(request.scope))
+    return render(exc, shape_of(scope))
 
 
 def _respond(result: Rendered) -> Response[Any]:
@@ -61,7 +62,7 @@ def _respond(result: Rendered) -> Response[Any]:
 
 
 def _service_error(request: AnyRequest, exc: Exception) -> Response[Any]:
-    return _respond(rendered(request, exc))
+    return _respond(rendered(request.scope, exc))
 
 
 def _parameter_error(request: AnyRequest, exc: ValidationException) -> Response[Any]:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 
 from litestar import Litestar
+from litestar.routes import ASGIRoute
 
 from app import (
     docs,
@@ -27,7 +28,7 @@ from app import (
 from app.access_log import AccessLog
 from app.admin import admin_routes
 from app.admission import Bounded
-from app.asgi import route_path_parameters
+from app.asgi import ScoringRoutes, route_path_parameters
 from app.error_handlers import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.json_logging import configure_logging
@@ -121,8 +122,12 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
     )
     route_path_parameters(app)
     # Outside routing and the error map, so it sees every answer (404s and 500s included).
-    observer = RequestObserver(
+    routed = ScoringRoutes(
         app.asgi_handler,  # type: ignore[arg-type]
+        (route.route_handler for route in app.routes if isinstance(route, ASGIRoute)),
+    )
+    observer = RequestObserver(
+        routed,
         current_version=lambda: _served_version(app),
         access_log=AccessLog() if settings.access_log else None,
         timeout=settings.request_timeout_seconds,
