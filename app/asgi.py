@@ -8,11 +8,8 @@ the one error map (:func:`app.error_handlers.rendered`), so each endpoint has ex
 Its OpenAPI operation is a typed handler declaration that is never routed (``documented``;
 :mod:`app.docs` puts it into the document).
 
-A ``POST`` to a scoring endpoint with a fixed path (``/predict``, ``/predict/batch``,
-``/invocations``) is routed by :class:`ScoringRoutes`, a dictionary lookup in front of Litestar's
-router (whose path trie, scope copy and exception middleware cost more per request than the
-rest of the web layer); everything else, including the paths with parameters
-(``/v2/models/{name}/infer``) and other methods, is routed by Litestar to the same handlers.
+A ``POST`` to a scoring endpoint is routed by :class:`app.scoring_routes.ScoringRoutes`, in
+front of Litestar's router, to the same handlers (:func:`answer`).
 """
 
 from __future__ import annotations
@@ -81,33 +78,6 @@ async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send)
         await send_json(send, status, body, extra)
         return
     await send_json(send, 200, payload)
-
-
-class ScoringRoutes:
-    """``POST`` to a fixed-path scoring endpoint straight to it; the rest to Litestar (``app``).
-
-    Sets what Litestar's router would (``route_handler``, read for the error body's shape, and
-    ``path_template``, the metrics' route label).
-    """
-
-    def __init__(self, app: ASGIApp, handlers: Iterable[ASGIRouteHandler]) -> None:
-        self.app = app
-        self._routes = {
-            path: handler
-            for handler in handlers
-            if ENDPOINT in handler.opt
-            for path in handler.paths
-            if "{" not in path
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self._routes.get(scope["path"]) if scope["method"] == "POST" else None
-        if handler is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route_handler"] = handler
-        scope["path_template"] = scope["path"]
-        await answer(handler.opt[ENDPOINT], scope, receive, send)
 
 
 async def _not_post(scope: Scope, send: Send) -> None:

@@ -28,7 +28,7 @@ from app import (
 from app.access_log import AccessLog
 from app.admin import admin_routes
 from app.admission import Bounded
-from app.asgi import ScoringRoutes, route_path_parameters
+from app.asgi import route_path_parameters
 from app.error_handlers import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.json_logging import configure_logging
@@ -36,6 +36,7 @@ from app.model import Champion
 from app.observability import WATCH_SECONDS, RequestObserver
 from app.registry import load_champion
 from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
+from app.scoring_routes import ScoringRoutes
 from app.service import Service
 from app.settings import Settings, load
 from app.startup import READY, forget, report

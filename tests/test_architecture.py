@@ -25,7 +25,7 @@ HTTP_LAYER = {
         "observability", "request_ids", "access_log", "json_logging", "hang_up", "metrics",
         "tally", "metrics_dir", "mlflow_protocol", "mlflow_wire", "inference_protocol",
         "inference_infer", "inference_wire", "tensors", "rows", "tabular", "schemas", "main",
-        "admin", "admission", "docs",
+        "admin", "admission", "docs", "scoring_routes",
     )
 }  # fmt: skip
 

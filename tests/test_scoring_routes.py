@@ -207,6 +207,28 @@ class TestScoringRoutes:
         else:
             assert got == wanted
 
+    @pytest.mark.parametrize(
+        ("path", "body", "headers"),
+        [*FAST[:1], *FAST[4:7], *(pytest.param(*case.values[:3], id=case.id) for case in SLOW)],
+    )
+    def test_routed_before_litestar_or_by_it_the_answer_is_the_same(
+        self, client: TestClient[Any], path: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        # "/predict" is looked up before Litestar's router (app.asgi.ScoringRoutes); "/predict/"
+        # is routed by Litestar to the same endpoint: the two answers must not differ.
+        route, _, query = path.partition("?")
+        by_litestar = f"{route}/?{query}" if query else f"{route}/"
+        assert answer(client.post(path, content=body, headers=headers)) == answer(
+            client.post(by_litestar, content=body, headers=headers)
+        )
+
+    @pytest.mark.parametrize("path", ["/predict", INFER])
+    def test_an_invalid_host_header_gets_the_routers_answer(
+        self, client: TestClient[Any], path: str
+    ) -> None:
+        response = client.post(path, content=SINGLE, headers={**JSON, "host": "a b"})
+        assert (response.status_code, response.json()) == (422, {"detail": "Invalid host header"})
+
     def test_a_chunked_body_over_the_limit_is_413(self, client: TestClient[Any]) -> None:
         chunks = iter([SINGLE[:10], b" " * 5000, SINGLE[10:]])
         response = client.post("/predict", content=chunks, headers=JSON)
