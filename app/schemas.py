@@ -8,6 +8,7 @@ decoded strictly (a string is never a number, ``24.5`` is never an integer) by p
 from __future__ import annotations
 
 import operator
+import typing
 from collections.abc import Sequence
 from itertools import chain
 from typing import Annotated, Any, Final
@@ -93,6 +94,13 @@ class Customer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def __post_init__(self) -> None:
         if breaks_cross_field_rule(self.tenure_months, self.monthly_charges, self.total_charges):
             raise ValueError(CROSS_FIELD_RULE)
+
+
+FEATURE_TYPES: Final[dict[str, type]] = {
+    name: typing.get_args(hint)[0]
+    for name, hint in typing.get_type_hints(Customer, include_extras=True).items()
+}
+"""Each feature's Python type (``int``, ``float`` or ``bool``), as :class:`Customer` declares it."""
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -33,6 +33,7 @@ from app.arrays import Rows, Scores
 from app.errors import StartupError
 from app.linear_path import linear_path
 from app.numpy_path import numpy_path
+from app.schemas import COLUMNS, FEATURE_TYPES, FEATURES
 from app.tree_paths import TREE_MAX_ROWS, boosting_path, forest_path
 
 Predict = Callable[[Rows], Scores]
@@ -141,15 +142,11 @@ def dataframe_path(estimator: Any) -> Predict:
     """The general path: a DataFrame with the contract's column names and dtypes."""
     import pandas as pd
 
+    columns = [(name, COLUMNS[name], np.dtype(FEATURE_TYPES[name])) for name in FEATURES]
+
     def predict(rows: Rows) -> Scores:
         frame = pd.DataFrame(
-            {
-                "tenure_months": rows[:, 0].astype(np.int64),
-                "monthly_charges": rows[:, 1],
-                "total_charges": rows[:, 2],
-                "num_support_tickets": rows[:, 3].astype(np.int64),
-                "is_month_to_month": rows[:, 4].astype(bool),
-            }
+            {name: rows[:, column].astype(dtype, copy=False) for name, column, dtype in columns}
         )
         return np.asarray(estimator.predict_proba(frame)[:, 1], dtype=np.float64)
 

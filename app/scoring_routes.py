@@ -7,8 +7,7 @@ scoring endpoint's (``/predict``, ``/predict/batch``, ``/invocations``,
 ``/v2/models/{name}/infer`` ...) is answered by that endpoint's handler through
 :func:`app.asgi.answer` (the one error map included); every other request (other methods, other
 routes, a path only Litestar's normalisation matches, such as ``/predict/``, an invalid ``Host``
-header) goes to Litestar,
-which routes the scoring paths to the same handlers.
+header) goes to Litestar, which routes the scoring paths to the same handlers.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class ScoringRoutes:
                     self._exact[path] = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST" or not _host_is_valid(scope):  # Litestar answers the 400
+        if scope["method"] != "POST" or not _host_is_valid(scope):  # Litestar answers these
             await self.app(scope, receive, send)
             return
         path = scope["path"]

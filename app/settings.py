@@ -28,7 +28,7 @@ from msgspec import Meta
 from app import declared as declaration
 from app.declared import Declared, Exported, Secret, Text
 from app.errors import StartupError
-from app.schemas import MAX_BATCH
+from app.schemas import MAX_BATCH, Threshold
 
 # Variables that used to set what a setting sets now: refused, so an old deployment is not
 # silently served with another value.
@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """registered model name"""
     model_alias: Text = "champion"
     """alias the service serves"""
-    decision_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    decision_threshold: Threshold = 0.5
     """default threshold on P(churn) for `churn_label`"""
     max_body_bytes: Annotated[int, Meta(ge=1, le=1 << 30)] = 1_048_576
     """largest request body accepted (413 beyond)"""
