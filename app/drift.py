@@ -93,9 +93,10 @@ class _Binner:
         self.total = sum(sizes)
 
     def count(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        columns = np.ascontiguousarray(rows.T)  # one copy; binning strided columns costs ~2x
         indexes = np.concatenate(
-            [bin_index(edges, rows[:, column]) + offset
-             for column, (edges, offset) in enumerate(zip(self.edges, self.offsets, strict=True))]
+            [bin_index(edges, values) + offset
+             for values, edges, offset in zip(columns, self.edges, self.offsets, strict=True)]
         )  # fmt: skip
         return np.bincount(indexes, minlength=self.total)
 
