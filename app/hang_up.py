@@ -35,6 +35,9 @@ class HangUps:
     def __contains__(self, task: object) -> bool:
         return task in self._read or task in self._listening
 
+    def __len__(self) -> int:
+        return len(self._read) + len(self._listening)
+
     def read(self, task: Task, receive: Receive) -> None:
         """``task``'s request body is read: it may listen from now on."""
         self._read[task] = (time.perf_counter(), receive)

@@ -74,12 +74,15 @@ class RequestObserver:
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._hang_ups = HangUps()
+        self._wake: asyncio.Event | None = None  # set by watch(): a request wakes it up
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        if self._wake is not None and not self._wake.is_set():
+            self._wake.set()  # the watchdog sleeps while no request is in flight
         request_id = self._ids.pick(scope["headers"])
         scope[REQUEST_ID_KEY] = request_id.decode()
         answered_by.set(None)
@@ -180,19 +183,24 @@ class RequestObserver:
         }
 
     async def watch(self, interval: float) -> None:
-        """One task per worker: cancels requests past their deadline, listens for hang-ups.
-
-        A request still unanswered ``LISTEN_AFTER`` seconds after its body was read starts
-        listening (:class:`app.hang_up.HangUps`).
-        """
-        while True:
-            await asyncio.sleep(interval)
-            now = time.perf_counter()
-            for task, deadline in list(self._deadlines.items()):
-                if deadline <= now and task not in self._expired and not task.done():
-                    self._expired.add(task)
-                    task.cancel()
-            self._hang_ups.listen(read_before=now - LISTEN_AFTER)
+        """One task per worker: cancels requests past their deadline, listens for hang-ups (a
+        request unanswered ``LISTEN_AFTER`` s after its body: :class:`app.hang_up.HangUps`);
+        with nothing in flight it sleeps until a request arrives."""
+        self._wake = wake = asyncio.Event()
+        try:
+            while True:
+                if not self._deadlines and not self._hang_ups:
+                    wake.clear()
+                    await wake.wait()
+                await asyncio.sleep(interval)
+                now = time.perf_counter()
+                for task, deadline in list(self._deadlines.items()):
+                    if deadline <= now and task not in self._expired and not task.done():
+                        self._expired.add(task)
+                        task.cancel()
+                self._hang_ups.listen(read_before=now - LISTEN_AFTER)
+        finally:
+            self._wake = None
 
 
 async def _answer(send: Send, answer: Rendered, request_id: bytes) -> None:
