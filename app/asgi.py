@@ -22,7 +22,7 @@ from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler, HTTPRouteHandler
 
 from app.error_handlers import rendered
-from app.errors import BodyTooLarge, ClientDisconnected
+from app.errors import BodyTooLarge, ClientDisconnected, Rendered
 
 if TYPE_CHECKING:
     from app.service import Service
@@ -73,11 +73,18 @@ async def answer(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send)
     try:
         payload = await endpoint(scope["litestar_app"].state.service, scope, receive)
     except Exception as exc:  # noqa: BLE001 - the error map logs and answers every error
-        status, headers, body = rendered(scope, exc)
-        extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-        await send_json(send, status, body, extra)
+        await send_rendered(send, rendered(scope, exc))
         return
     await send_json(send, 200, payload)
+
+
+async def send_rendered(
+    send: Send, answer: Rendered, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """An error answer of the error map (its own headers after ``headers``)."""
+    status, extra, body = answer
+    own = [(name.lower().encode(), value.encode()) for name, value in extra.items()]
+    await send_json(send, status, body, [*headers, *own])
 
 
 async def _not_post(scope: Scope, send: Send) -> None:
@@ -98,9 +105,15 @@ async def send_json(
 
 def header(scope: Scope, name: bytes) -> str | None:
     """The value of request header ``name`` (lower case), if the request has it."""
+    value = raw_header(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
+def raw_header(scope: Scope, name: bytes) -> bytes | None:
+    """The bytes of request header ``name`` (lower case), if the request has it."""
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None
 
 

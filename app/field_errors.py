@@ -8,7 +8,6 @@ mistakes in one answer while a good request pays nothing.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -17,16 +16,16 @@ import msgspec
 from app.schemas import (
     CROSS_FIELD_RULE,
     DECODE_ERRORS,
+    FEATURE_HINTS,
     FEATURES,
     MAX_BATCH,
     RULE_FIELDS,
-    Customer,
     FieldError,
 )
 from app.schemas import breaks_cross_field_rule as breaks_rule
 
 MAX_REPORTED_ERRORS: Final = 1000
-TYPES: Final = typing.get_type_hints(Customer, include_extras=True)
+TYPES: Final = FEATURE_HINTS
 _MAX_NAME_CHARS: Final = 64
 
 

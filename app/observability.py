@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from app.access_log import AccessLog, answered_by
-from app.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from app.asgi import ASGIApp, Message, Receive, Scope, Send, send_rendered
 from app.errors import (
     REQUEST_ID_KEY,
     UNEXPECTED,
@@ -204,7 +204,5 @@ class RequestObserver:
 
 
 async def _answer(send: Send, answer: Rendered, request_id: bytes) -> None:
-    status, headers, body = answer
-    extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     with contextlib.suppress(OSError, RuntimeError):  # the client may be gone
-        await send_json(send, status, body, [(REQUEST_ID_HEADER, request_id), *extra])
+        await send_rendered(send, answer, [(REQUEST_ID_HEADER, request_id)])

@@ -96,9 +96,10 @@ class Customer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError(CROSS_FIELD_RULE)
 
 
+FEATURE_HINTS: Final = typing.get_type_hints(Customer, include_extras=True)
+"""Each feature's declared type with its bounds (``Annotated[int, Meta(ge=0, ...)]``)."""
 FEATURE_TYPES: Final[dict[str, type]] = {
-    name: typing.get_args(hint)[0]
-    for name, hint in typing.get_type_hints(Customer, include_extras=True).items()
+    name: typing.get_args(hint)[0] for name, hint in FEATURE_HINTS.items()
 }
 """Each feature's Python type (``int``, ``float`` or ``bool``), as :class:`Customer` declares it."""
 

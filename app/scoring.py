@@ -127,7 +127,7 @@ def fastest_proven(estimator: Any, already: Proven | None = None) -> tuple[Predi
         return predict, Proven(path, tuple(float(s) for s in reference[: len(_PROBE_ROWS)]))
 
     numpy = numpy_path(estimator)
-    if numpy is None or not _safely(proven, numpy, rows, reference, small_calls=False):
+    if not _safely(proven, numpy, rows, reference, small_calls=False):
         return result(frame, "dataframe")
     for path, make in FASTER.items():
         fast = _safely(make, estimator, numpy)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from litestar._asgi.utils import is_valid_host  # the router's own check of the Host header
 from litestar.handlers import ASGIRouteHandler
 
-from app.asgi import ENDPOINT, ASGIApp, Receive, Scope, Send, answer
+from app.asgi import ENDPOINT, ASGIApp, Receive, Scope, Send, answer, raw_header
 
 
 class ScoringRoutes:
@@ -64,10 +64,8 @@ class ScoringRoutes:
 
 
 def _host_is_valid(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return bool(is_valid_host(value))
-    return True
+    host = raw_header(scope, b"host")
+    return host is None or bool(is_valid_host(host))
 
 
 class _Pattern:

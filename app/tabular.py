@@ -19,11 +19,11 @@ import msgspec
 from msgspec import UNSET
 
 from app.errors import InvalidInput, MalformedRequest
-from app.field_errors import TYPES, clean, json_type
+from app.field_errors import clean, json_type
 from app.mlflow_wire import INPUT_FIELDS, DataframeSplit, invocation_decoder
 from app.model import Rows
 from app.rows import checked_rows, invalid, row_errors
-from app.schemas import DECODE_ERRORS, FEATURES, MAX_BATCH, rows_of
+from app.schemas import DECODE_ERRORS, FEATURE_TYPES, FEATURES, MAX_BATCH, rows_of
 
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, 1_0
@@ -109,7 +109,7 @@ def _positions(columns: Sequence[str], where: str) -> dict[str, int]:
 def _parse(name: str, cell: str) -> object:
     """A CSV cell as the JSON value it stands for; anything else stays a string (and fails)."""
     text = cell.strip()
-    kind = TYPES[name].__origin__
+    kind = FEATURE_TYPES[name]
     if kind is bool:
         return _BOOLEANS.get(text.lower(), text)
     if kind is int:
