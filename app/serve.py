@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import shutil
 import sys
@@ -48,6 +49,15 @@ def granian_options(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+class WithoutPyarrow(importlib.abc.MetaPathFinder):
+    """Makes ``import pyarrow`` fail as if it were not installed (``IMPORT_PYARROW=false``):
+    pandas and scikit-learn then go on without it, as they do where it is not installed."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ModuleNotFoundError(f"{name} is not imported: IMPORT_PYARROW is false", name=name)
+
+
 def prepare(configured: str | None, environ: MutableMapping[str, str]) -> tuple[str, Path | None]:
     """Make the shared directory ready and name it in ``environ`` for prometheus_client and the
     workers; returns it, and the private directory to remove afterwards (None: the operator's)."""
@@ -71,6 +81,8 @@ def run(settings: Settings, *, check: bool = True) -> None:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
 
+    if not settings.import_pyarrow and "pyarrow" not in sys.modules:
+        sys.meta_path.insert(0, WithoutPyarrow())  # before pandas is imported; workers inherit it
     try:
         # granian forks its workers from this process (the start method on Linux): whatever is
         # loaded here is loaded in every worker too, and shared with it until written to.

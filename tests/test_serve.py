@@ -221,6 +221,24 @@ def test_bad_setting_makes_serve_exit_non_zero_naming_it(
     assert "MAX_BODY_BYTES" in the_one_line(result)
 
 
+def loads_pyarrow(pid: int) -> bool:
+    """Whether the process has pyarrow's shared objects mapped (pandas imports it if it can)."""
+    return "/pyarrow/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_no_server_process_imports_pyarrow_unless_told_to(
+    server: Server, registry: Registry, tmp_path: Path
+) -> None:
+    assert healthy(server.base_url)
+    assert not any(loads_pyarrow(pid) for pid in [server.process.pid, *server.worker_pids()])
+
+    told = start_server(registry.uri, tmp_path, workers=1, check="1", IMPORT_PYARROW="true")
+    try:
+        assert all(loads_pyarrow(pid) for pid in [told.process.pid, *told.worker_pids()])
+    finally:
+        told.stop()
+
+
 def test_sigterm_stops_the_server_and_its_workers(registry: Registry, tmp_path: Path) -> None:
     server = start_server(registry.uri, tmp_path, workers=1, check="1")
     url = server.base_url
