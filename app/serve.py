@@ -9,9 +9,12 @@
    exits (also after SIGTERM or SIGINT, which granian turns into a graceful stop); an operator's
    directory is created if missing and its ``*.db`` files (a previous run's) are deleted, nothing
    else in it is touched. The variable is then set for prometheus_client and the workers.
-2. **The preload** (:func:`preload`): the champion fetched and checked once, the app built, the
+2. **No pyarrow** unless ``IMPORT_PYARROW=true`` (:class:`WithoutPyarrow`): pandas imports it
+   when it is installed (MLflow installs it), for nothing churn-api does; ~30 MiB of a 2-worker
+   server (RandomForest champion, PSS 341 -> 311 MiB).
+3. **The preload** (:func:`preload`): the champion fetched and checked once, the app built, the
    garbage collector frozen, so the workers fork warm; then the startup watchdog.
-3. **granian's options** (:func:`granian_options`), run by granian's own command line in this
+4. **granian's options** (:func:`granian_options`), run by granian's own command line in this
    process: granian forks its workers from it, and its main process is this one.
 """
 
