@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import importlib.abc
+import math
 import os
 import shutil
 import sys
@@ -37,8 +38,21 @@ from app.settings import Settings
 VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
+STOP_GRACE_SECONDS: Final = 5
+
+
 def granian_options(settings: Settings) -> list[str]:
-    """granian's command line for ``settings``: the only place granian's options are written."""
+    """granian's command line for ``settings``: the only place granian's options are written.
+
+    A worker still running ``STOP_GRACE_SECONDS`` after the longest a request may take
+    (``REQUEST_TIMEOUT_SECONDS``) once it was told to stop is killed: a worker that hangs in its
+    shutdown (seen with granian 2.7 when SIGTERM comes while its lifespan starts) would otherwise
+    keep the server from ever exiting. With the time limit off, granian waits as long as it takes.
+    """
+    timeout = settings.request_timeout_seconds
+    kill = (
+        ["--workers-kill-timeout", str(math.ceil(timeout) + STOP_GRACE_SECONDS)] if timeout else []
+    )
     return [
         "--interface", "asgi",
         "--factory",
@@ -48,6 +62,7 @@ def granian_options(settings: Settings) -> list[str]:
         "--no-ws",
         "--loop", "uvloop",  # measured against asyncio and rloop: perf/README.md
         "--respawn-failed-workers",  # a killed worker is replaced while the others answer
+        *kill,
         "app.main:serve_app",  # the app prebuilt by preload(), shared with the workers
     ]  # fmt: skip
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -253,6 +256,24 @@ def test_sigterm_stops_the_server_and_its_workers(registry: Registry, tmp_path: 
     assert not any(alive(pid) for pid in workers)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=2.0)
+
+
+def test_a_worker_that_does_not_stop_is_killed_and_the_server_exits(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # granian kills it REQUEST_TIMEOUT_SECONDS + 5 s after the SIGTERM (--workers-kill-timeout)
+    server = start_server(registry.uri, tmp_path, workers=1, check="1", REQUEST_TIMEOUT_SECONDS="1")
+    (worker,) = server.worker_pids()
+    os.kill(worker, signal.SIGSTOP)  # a worker that never gets to handle its SIGTERM
+    try:
+        code = server.stop(timeout=25)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+    assert code == 0, server.log_text()[-2000:]  # exited by itself, not killed by the test
+    assert "refused to gracefully stop" in server.log_text()
+    assert not alive(worker)
 
 
 def test_the_container_command_serves_with_a_worker_per_cpu_and_stops_on_sigterm(
