@@ -38,6 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -330,7 +331,30 @@ def drive(
     if quiet_wait > 0:
         wait_until_quiet(quiet_wait)
     wrk(server, path, body, connections, mode.warmup)
+    settle(server, path, body, connections)
     return wrk(server, path, body, connections, mode.duration)
+
+
+def settle(server: Server, path: str, body: Path, connections: int) -> None:
+    """Wait for the requests a finished wrk run left behind to be scored.
+
+    wrk closes its connections with requests still queued (with a slow champion, a few hundred
+    ms of 1000-row batches): churn-api scores them anyway (their rows count against
+    MAX_QUEUED_ROWS until then), so the next run would start with 503s. ``connections``
+    requests sent at once queue behind them, first in first out, and are answered after them.
+    """
+    payload = body.read_bytes()
+    with ThreadPoolExecutor(connections) as pool:
+        for _ in range(10):  # a 503 (queue still full): again, behind what is queued now
+            answers = list(
+                pool.map(
+                    lambda _: request(server.port, "POST", path, payload)[0], range(connections)
+                )
+            )
+            if set(answers) == {200}:
+                return
+            if not set(answers) <= {200, 503}:
+                raise RuntimeError(f"{server.stack.name}: {path} answered {sorted(set(answers))}")
 
 
 # --- in process ----------------------------------------------------------------------------------
