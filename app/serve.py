@@ -46,7 +46,7 @@ def granian_options(settings: Settings) -> list[str]:
 
     A worker still running ``STOP_GRACE_SECONDS`` after the longest a request may take
     (``REQUEST_TIMEOUT_SECONDS``) once it was told to stop is killed: a worker that hangs in its
-    shutdown (seen with granian 2.7 when SIGTERM comes while its lifespan starts) would otherwise
+    shutdown (seen with granian 2.8 when SIGTERM comes while its lifespan starts) would otherwise
     keep the server from ever exiting. With the time limit off, granian waits as long as it takes.
     """
     timeout = settings.request_timeout_seconds
