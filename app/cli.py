@@ -62,7 +62,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
-    from app.registry import load_champion
+    from app.checks import load_champion
 
     model = load_champion(settings)
     print(

@@ -63,7 +63,7 @@ def reference(
 def exported(profile: Profile | None, version: str) -> Profile | None:
     """``profile``, its series exported in this process (when there is one).
 
-    :func:`app.registry.check` calls it for the version it checked (startup, each worker and the
+    :func:`app.checks.check` calls it for the version it checked (startup, each worker and the
     hot-swap alike) and keeps the profile on the champion.
     """
     if profile is not None:

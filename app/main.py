@@ -1,14 +1,15 @@
 """Assembly: settings, the lifespan that loads the champion once per worker, routes, errors, docs.
 
 granian imports :func:`create_app` as a factory (``--factory app.main:create_app``) in every
-worker; tests call it with a settings object and, for the web layer, a loader returning a fake.
+worker; tests call it with a settings object and, for the web layer, a source serving a fake
+champion (:class:`app.reload.ModelSource`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 
@@ -32,10 +33,8 @@ from app.asgi import route_path_parameters
 from app.error_handlers import EXCEPTION_HANDLERS
 from app.inference import MicroBatcher, Scorer, ThreadOffload
 from app.json_logging import configure_logging
-from app.model import Champion
 from app.observability import WATCH_SECONDS, RequestObserver
-from app.registry import load_champion
-from app.reload import LoaderSource, ModelSource, RegistrySource, Reloader, trigger_path
+from app.reload import ModelSource, RegistrySource, Reloader, trigger_path
 from app.scoring_routes import ScoringRoutes
 from app.service import Service
 from app.settings import Settings, load
@@ -44,15 +43,11 @@ from app.tally import FLUSH_SECONDS, TALLY
 
 log = logging.getLogger("churn_api")
 
-Loader = Callable[[Settings], Champion | None]
 
-
-def create_app(settings: Settings | None = None, loader: Loader = load_champion) -> Litestar:
+def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> Litestar:
+    """The app; ``source`` gives the champion (the MLflow registry unless a test passes its own)."""
     settings = load() if settings is None else settings
-
-    # Hot-swap polls the registry; a test's own loader is only asked again by /admin/reload.
-    registry = loader is load_champion
-    source: ModelSource = RegistrySource() if registry else LoaderSource(loader)
+    source = RegistrySource() if source is None else source
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -61,7 +56,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         metrics_dir.forget_dead_workers(directory)
         loop = asyncio.get_running_loop()
         report(f"loading and checking {settings.model_name}@{settings.model_alias}", directory)
-        model = loader(settings)  # before the worker takes traffic; failure stops the worker
+        model = source.first(settings)  # before the worker takes traffic; failure stops the worker
         scorer: Scorer = Bounded(
             MicroBatcher(loop, settings.max_batch_rows, settings.model_threads, TALLY.model_call)
             if settings.micro_batching
@@ -72,7 +67,7 @@ def create_app(settings: Settings | None = None, loader: Loader = load_champion)
         reloader = app.state.reloader = Reloader(
             service,
             source,
-            poll_seconds=settings.model_poll_seconds if registry else 0.0,
+            poll_seconds=settings.model_poll_seconds,
             trigger=trigger_path(directory) if settings.admin_token else None,
         )
         if model is not None:

@@ -3,7 +3,7 @@
 Each worker runs one :class:`Reloader` task. Every ``MODEL_POLL_SECONDS`` it asks the registry which
 version the alias points at (off the event loop). When that differs from the version it serves, it
 fetches and checks the new version in a thread (the same checks as at startup, see
-:mod:`app.registry`) and only then replaces ``service.model`` in one assignment. A handler takes
+:mod:`app.checks`) and only then replaces ``service.model`` in one assignment. A handler takes
 ``service.model`` once when its request starts, so requests in flight finish on the model they
 started with.
 
@@ -23,13 +23,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 
-from app import metrics, registry
+from app import checks, metrics, registry
 from app.model import Champion
 from app.registry_health import RegistryHealth
 from app.settings import Settings
@@ -53,7 +52,14 @@ class ReloadResult(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ModelSource(Protocol):
-    """Where candidate models come from; both calls block and run in a thread."""
+    """Where the champion comes from; every call blocks (the reloader runs them in a thread).
+
+    :class:`RegistrySource` in production; tests pass their own (``tests/support.py``).
+    """
+
+    def first(self, settings: Settings) -> Champion | None:
+        """The champion a worker starts with (None: it starts without one and answers 503)."""
+        ...
 
     def current_version(self, settings: Settings) -> str: ...
 
@@ -63,30 +69,14 @@ class ModelSource(Protocol):
 class RegistrySource:
     """The MLflow registry: the alias's version, and that exact version fetched and checked."""
 
+    def first(self, settings: Settings) -> Champion:
+        return checks.load_champion(settings)
+
     def current_version(self, settings: Settings) -> str:
         return registry.resolve(settings)[0]
 
     def load(self, settings: Settings, version: str) -> Champion:
-        return registry.check(registry.fetch(settings, version), settings)
-
-
-class LoaderSource:
-    """A loader function (tests' fakes): every check loads, and the loaded version is the answer."""
-
-    def __init__(self, loader: Callable[[Settings], Champion | None]) -> None:
-        self._loader = loader
-        self._loaded: Champion | None = None
-
-    def current_version(self, settings: Settings) -> str:
-        self._loaded = self._loader(settings)
-        if self._loaded is None:
-            raise LookupError("the loader returned no model")
-        return self._loaded.version
-
-    def load(self, settings: Settings, version: str) -> Champion:
-        if self._loaded is None or self._loaded.version != version:
-            raise LookupError(f"version {version} is not the one the loader returned")
-        return self._loaded
+        return checks.check(registry.fetch(settings, version), settings)
 
 
 class Reloader:

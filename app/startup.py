@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from app import registry
+from app import checks, registry
 from app.errors import StartupError
 from app.scoring import Proven
 from app.settings import Settings
@@ -37,7 +37,7 @@ _TICK_SECONDS: Final = 0.1
 
 
 class ChildCheck:
-    """:func:`app.registry.check` running in a forked child, while this process goes on.
+    """:func:`app.checks.check` running in a forked child, while this process goes on.
 
     The child checks the fetched champion (scoring rows, so starting whatever thread pools the
     model uses, in the child only), reports one line through a pipe and leaves without any
@@ -51,7 +51,7 @@ class ChildCheck:
         if pid == 0:  # the child
             os.close(read_end)
             try:
-                proven = registry.check(fetched, settings).proven
+                proven = checks.check(fetched, settings).proven
                 answer = "error no proof" if proven is None else "ok " + proven.encode()
             except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
                 answer = f"error {exc}"

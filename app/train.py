@@ -20,14 +20,10 @@ made the champion. The run also gets the reference profile
 ``reference_profile.json`` (training data per decile bin of each feature, holdout P(churn)
 distribution; :mod:`app.profile`) that the service's drift metrics compare scored rows with.
 
-The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading a skops model
-imports every scikit-learn estimator module (skops builds its list of trusted types from them),
-about 1.5 to 2 s of each cold start and tens of MiB, against a few milliseconds to unpickle. The
-trade-off is safety: unpickling runs whatever code the file names, so whoever can write to the
-registry can run code in the service. MLflow's own loader already treats skops the same way
-(``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` gates both, because a skops model carries its own trusted
-list), so the registry has to be trusted either way; serve only from a registry you control.
-Versions logged as skops still load (more slowly).
+The model is logged in MLflow's ``pickle`` format, not its default ``skops``: loading skops imports
+every scikit-learn estimator module (1.5 to 2 s of each cold start). Unpickling runs whatever code
+the file names, and so can skops (its trusted list travels with the model, so
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` gates both): serve only from a registry you control.
 """
 
 from __future__ import annotations
@@ -140,9 +136,7 @@ def fit(generation: Generation, kind: str = "lr") -> tuple[Any, float, pd.DataFr
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    # Imported here: app.cli imports this module before `churn-api serve` has prepared the
-    # shared metrics directory, and prometheus_client must not be imported before that.
-    from app.metrics import PROBABILITY_BUCKETS
+    from app.metrics import PROBABILITY_BUCKETS  # not before serve's metrics directory exists
 
     frame, churn = synthesize(generation)
     x_train, x_test, y_train, y_test = train_test_split(

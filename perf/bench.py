@@ -381,7 +381,7 @@ def in_process(uri: str, budget: float) -> tuple[dict[str, Any], dict[str, Any]]
     import pandas as pd
     import sklearn
 
-    from app.registry import load_champion
+    from app.checks import load_champion
     from app.schemas import FEATURES, Prediction, customer_decoder, encoder
     from app.settings import Settings
 

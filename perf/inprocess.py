@@ -125,11 +125,27 @@ class Inline:
         pass
 
 
+class Fixed:
+    """The one champion, never swapped (an :class:`app.reload.ModelSource`)."""
+
+    def __init__(self, champion: Champion) -> None:
+        self.champion = champion
+
+    def first(self, settings: Settings) -> Champion:
+        return self.champion
+
+    def current_version(self, settings: Settings) -> str:
+        return self.champion.version
+
+    def load(self, settings: Settings, version: str) -> Champion:
+        return self.champion
+
+
 async def main(args: argparse.Namespace) -> None:
     served = Champion(
         name="churn-classifier", version="1", alias="champion", run_id="r", predict=predict
     )
-    app = create_app(Settings(access_log=args.access_log), loader=lambda _: served)
+    app = create_app(Settings(access_log=args.access_log), source=Fixed(served))
     async with app.lifespan():
         if not args.threaded:
             app.state.service.scorer = Inline()

@@ -28,9 +28,8 @@ from ops_support import (
 from ops_support import (
     Server as Server,
 )
-from support import FakeModel, champion
+from support import FakeModel, Loader, app_with, champion
 
-from app.main import Loader, create_app
 from app.settings import Settings
 
 REORDERED_ALIAS = "reordered"
@@ -59,7 +58,7 @@ def make_client() -> Iterator[MakeClient]:
             loader: Loader | None = None,
         ) -> TestClient[Any]:
             model = champion(predict if predict is not None else FakeModel())
-            app = create_app(settings or Settings(), loader=loader or (lambda _: model))
+            app = app_with(settings or Settings(), loader or (lambda _: model))
             return stack.enter_context(TestClient(app))
 
         yield make

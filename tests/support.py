@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -17,8 +17,10 @@ import numpy as np
 from litestar import Litestar
 
 from app.admission import Bounded
+from app.main import create_app
 from app.model import Champion, Rows, Scores
 from app.schemas import FEATURES
+from app.settings import Settings
 
 Payload = dict[str, Any]
 
@@ -182,6 +184,37 @@ def champion(predict: Any, version: str = "7") -> Champion:
     return Champion(
         name="churn-classifier", version=version, alias="champion", run_id="r1", predict=predict
     )
+
+
+Loader = Callable[[Settings], Champion | None]
+
+
+class LoaderSource:
+    """A test's champion source (:class:`app.reload.ModelSource`): a loader function, asked when a
+    worker starts and again by every check; the version it returned is the alias's version."""
+
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
+        self._loaded: Champion | None = None
+
+    def first(self, settings: Settings) -> Champion | None:
+        return self._loader(settings)
+
+    def current_version(self, settings: Settings) -> str:
+        self._loaded = self._loader(settings)
+        if self._loaded is None:
+            raise LookupError("the loader returned no model")
+        return self._loaded.version
+
+    def load(self, settings: Settings, version: str) -> Champion:
+        if self._loaded is None or self._loaded.version != version:
+            raise LookupError(f"version {version} is not the one the loader returned")
+        return self._loaded
+
+
+def app_with(settings: Settings, loader: Loader) -> Litestar:
+    """The app serving what ``loader`` returns (asked again by a reload), not the registry's."""
+    return create_app(settings, source=LoaderSource(loader))
 
 
 @asynccontextmanager

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from support import VALID, GatedModel, champion, serving
+from support import VALID, GatedModel, app_with, champion, serving
 
-from app.main import create_app
 from app.settings import Settings
 
 
@@ -15,9 +14,9 @@ def test_beyond_max_queued_rows_a_request_gets_503_with_retry_after_at_once() ->
     gate = GatedModel(0.25)
 
     async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
-        app = create_app(
+        app = app_with(
             Settings(max_queued_rows=1024, request_timeout_seconds=0),
-            loader=lambda _: champion(gate),
+            lambda _: champion(gate),
         )
         async with serving(app) as client:
             full = {"instances": [VALID] * 1024}

@@ -21,13 +21,13 @@ from support import (
     ConstantModel,
     FakeModel,
     Payload,
+    app_with,
     champion,
     customer,
     rounded,
 )
 
 from app.errors import StartupError
-from app.main import create_app
 from app.model import Champion
 from app.schemas import FEATURES
 from app.settings import Settings
@@ -625,7 +625,7 @@ class TestLifecycle:
         def loader(_: Settings) -> Champion:
             raise StartupError("cannot load churn-classifier@champion")
 
-        client = TestClient(create_app(Settings(), loader=loader))
+        client = TestClient(app_with(Settings(), loader))
 
         with pytest.raises((StartupError, BaseExceptionGroup)) as raised, client:
             pass

@@ -17,17 +17,6 @@ APP = Path(__file__).resolve().parents[1] / "app"
 # and the libraries their own variables (PROMETHEUS_MULTIPROC_DIR, MLflow's pool class) once at
 # startup; app.entrypoint fills in WORKERS before it execs churn-api serve.
 ENVIRONMENT_MODULES = {"app.settings", "app.serve", "app.entrypoint"}
-# The HTTP layer's modules (request to answer), each kept to one job and about 200 lines.
-HTTP_LAYER = {
-    f"{name}.py"
-    for name in (
-        "predict", "validation", "field_errors", "asgi", "routes", "errors", "error_handlers",
-        "observability", "request_ids", "access_log", "json_logging", "hang_up", "metrics",
-        "tally", "metrics_dir", "mlflow_protocol", "mlflow_wire", "inference_protocol",
-        "inference_infer", "inference_wire", "tensors", "rows", "tabular", "schemas", "main",
-        "admin", "admission", "docs", "scoring_routes",
-    )
-}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -138,7 +127,6 @@ def test_readmes_layout_table_lists_every_module_and_no_other() -> None:
 
 def test_every_module_in_app_is_at_most_about_200_lines() -> None:
     sizes = {path.name: len(path.read_text().splitlines()) for path in APP.glob("*.py")}
-    owned = {name: lines for name, lines in sizes.items() if name in HTTP_LAYER}
 
-    assert len(owned) == len(HTTP_LAYER)
-    assert {name: lines for name, lines in owned.items() if lines > 210} == {}
+    assert len(sizes) > 40  # the glob does see the modules
+    assert {name: lines for name, lines in sizes.items() if lines > 210} == {}

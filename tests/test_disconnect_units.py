@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from support import VALID, FakeModel, champion, row
+from support import VALID, FakeModel, app_with, champion, row
 
 from app.arrays import Rows
-from app.main import create_app
 from app.settings import Settings
 from app.tally import TALLY
 
@@ -37,7 +36,7 @@ async def hang_up(
     path: str, query: bytes, body: bytes, model: Any, *, after_body: bool = False
 ) -> list[dict[str, Any]]:
     """POST half of ``body`` and disconnect (or all of it, then disconnect); what the app sent."""
-    app = create_app(Settings(), loader=lambda _: champion(model))
+    app = app_with(Settings(), lambda _: champion(model))
     messages: list[dict[str, Any]] = (
         [
             {"type": "http.request", "body": body, "more_body": False},

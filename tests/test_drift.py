@@ -25,12 +25,12 @@ from ops_support import MODEL_NAME
 from prometheus_client import REGISTRY
 from support import payloads, training_like
 
+from app.checks import load_champion
 from app.drift import DRAIN_ROWS, DriftTally
 from app.errors import StartupError
 from app.main import create_app
 from app.metrics import PROBABILITY_BUCKETS
 from app.profile import Profile, build, decode
-from app.registry import load_champion
 from app.reload import RegistrySource
 from app.schemas import FEATURES
 from app.settings import Settings

@@ -14,6 +14,7 @@ from support import (
     VALID,
     FakeModel,
     GatedModel,
+    app_with,
     champion,
     customer,
     held,
@@ -21,7 +22,6 @@ from support import (
 )
 
 from app.inference import MicroBatcher
-from app.main import create_app
 from app.model import Rows, Scores
 from app.settings import Settings
 
@@ -139,7 +139,7 @@ class TestOverHTTP:
         model = GatedModel()
 
         async def concurrently() -> list[Any]:
-            app = create_app(Settings(micro_batching=True), loader=lambda _: champion(model))
+            app = app_with(Settings(micro_batching=True), lambda _: champion(model))
             async with serving(app) as client:
                 gate = asyncio.ensure_future(client.post("/predict", json=VALID))
                 loop = asyncio.get_running_loop()
@@ -176,7 +176,7 @@ class TestOverHTTP:
         expected = [lone.post("/predict", json=payload).json() for payload in payloads]
 
         async def concurrently() -> list[Any]:
-            app = create_app(settings, loader=lambda _: champion(FakeModel()))
+            app = app_with(settings, lambda _: champion(FakeModel()))
             async with serving(app) as client:
                 answers = await asyncio.gather(*(client.post("/predict", json=p) for p in payloads))
             return [response.json() for response in answers]

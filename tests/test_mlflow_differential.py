@@ -256,7 +256,7 @@ def test_mlflows_own_client_predicts_through_churn_api(stacks: Stacks) -> None:
 def test_both_load_paths_read_the_pyfunc_flavor_and_classes(
     stacks: Stacks, registry: Registry
 ) -> None:
-    from app.registry import load_champion
+    from app.checks import load_champion
     from app.reload import RegistrySource
 
     copy = registry.settings(tracking_uri=stacks.proba_uri, model_alias=PROBA_ALIAS)

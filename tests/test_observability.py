@@ -12,9 +12,8 @@ import json
 
 import httpx
 import pytest
-from support import VALID, BrokenModel, ConstantModel, GatedModel, champion, serving
+from support import VALID, BrokenModel, ConstantModel, GatedModel, app_with, champion, serving
 
-from app.main import create_app
 from app.request_ids import RequestIds
 from app.settings import Settings
 
@@ -44,7 +43,7 @@ class TestLogLines:
         self, capfd: pytest.CaptureFixture[str]
     ) -> None:
         async def scenario() -> httpx.Response:
-            app = create_app(Settings(), loader=lambda _: champion(BrokenModel()))
+            app = app_with(Settings(), lambda _: champion(BrokenModel()))
             async with serving(app) as client:
                 return await client.post(
                     "/predict", json=VALID, headers={"X-Request-ID": "trace-me-1"}
@@ -70,9 +69,7 @@ class TestLogLines:
         self, capfd: pytest.CaptureFixture[str]
     ) -> None:
         async def scenario() -> int:
-            app = create_app(
-                Settings(access_log=False), loader=lambda _: champion(ConstantModel(0.1))
-            )
+            app = app_with(Settings(access_log=False), lambda _: champion(ConstantModel(0.1)))
             async with serving(app) as client:
                 return (await client.post("/predict", json=VALID)).status_code
 
@@ -85,7 +82,7 @@ class TestTimeout:
         gate = GatedModel(0.25)
 
         async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
-            app = create_app(Settings(request_timeout_seconds=0.2), loader=lambda _: champion(gate))
+            app = app_with(Settings(request_timeout_seconds=0.2), lambda _: champion(gate))
             async with serving(app) as client:
                 loop = asyncio.get_running_loop()
                 started = loop.time()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import MakeClient
 from litestar.testing import TestClient
+from support import app_with
 
 from app.schemas import FEATURES
 
@@ -36,10 +37,9 @@ OPERATIONS = {
 
 @pytest.fixture(scope="module")
 def document() -> Iterator[dict[str, Any]]:
-    from app.main import create_app
     from app.settings import Settings
 
-    with TestClient(create_app(Settings(), loader=lambda _: None)) as client:
+    with TestClient(app_with(Settings(), lambda _: None)) as client:
         response = client.get("/schema/openapi.json")
         assert response.status_code == 200
         yield response.json()

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
-from support import VALID, FakeModel, champion
+from support import VALID, FakeModel, app_with, champion
 
-from app.main import create_app
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -63,7 +62,7 @@ queries = st.none() | st.text(max_size=8) | st.floats().map(repr) | st.sampled_f
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with TestClient(create_app(Settings(), loader=lambda _: champion(FakeModel()))) as client:
+    with TestClient(app_with(Settings(), lambda _: champion(FakeModel()))) as client:
         yield client
 
 

@@ -24,13 +24,13 @@ from support import (
     VALID,
     FakeModel,
     GatedModel,
+    app_with,
     champion,
     held,
     row,
     serving,
 )
 
-from app.main import create_app
 from app.schemas import FEATURES
 from app.settings import Settings
 
@@ -62,7 +62,7 @@ def test_requests_of_all_front_ends_are_scored_in_one_model_call() -> None:
     ]
 
     async def concurrently() -> list[httpx.Response]:
-        app = create_app(Settings(micro_batching=True), loader=lambda _: champion(model))
+        app = app_with(Settings(micro_batching=True), lambda _: champion(model))
         async with serving(app) as client:
             gate = asyncio.ensure_future(client.post("/predict", json=VALID))
             loop = asyncio.get_running_loop()
@@ -139,7 +139,7 @@ infer_bodies = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with TestClient(create_app(Settings(), loader=lambda _: champion(FakeModel()))) as client:
+    with TestClient(app_with(Settings(), lambda _: champion(FakeModel()))) as client:
         yield client
 
 

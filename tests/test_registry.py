@@ -12,9 +12,9 @@ from conftest import Registry
 from litestar.testing import TestClient
 from support import CUSTOMERS
 
+from app.checks import load_champion
 from app.errors import StartupError
 from app.main import create_app
-from app.registry import load_champion
 from app.schemas import FEATURES
 from app.train import Generation, synthesize
 

@@ -13,11 +13,10 @@ import httpx
 import msgspec
 import pytest
 from ops_support import ADMIN_TOKEN
-from support import VALID, ConstantModel, GatedModel, champion, serving
+from support import VALID, ConstantModel, GatedModel, LoaderSource, app_with, champion, serving
 
-from app.main import create_app
 from app.model import Champion
-from app.reload import LoaderSource, Reloader, ReloadResult
+from app.reload import Reloader, ReloadResult
 from app.service import Service
 from app.settings import Settings
 
@@ -27,7 +26,7 @@ class TestSwap:
         gate = GatedModel(0.25)
 
         async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-            app = create_app(Settings(), loader=lambda _: champion(gate, "1"))
+            app = app_with(Settings(), lambda _: champion(gate, "1"))
             async with serving(app) as client:
                 first = asyncio.ensure_future(client.post("/predict", json=VALID))
                 await gate.entered_call()
@@ -51,7 +50,7 @@ class TestSwap:
             return champion(ConstantModel(0.5), version)
 
         async def scenario() -> list[httpx.Response]:
-            app = create_app(Settings(admin_token=ADMIN_TOKEN), loader=loader)
+            app = app_with(Settings(admin_token=ADMIN_TOKEN), loader)
             auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             async with serving(app) as client:
                 return [
@@ -74,7 +73,7 @@ class TestSwap:
 
     def test_the_admin_endpoint_is_absent_without_a_token(self) -> None:
         async def scenario() -> int:
-            app = create_app(Settings(), loader=lambda _: champion(ConstantModel(0.5)))
+            app = app_with(Settings(), lambda _: champion(ConstantModel(0.5)))
             async with serving(app) as client:
                 return (await client.post("/admin/reload")).status_code
 
@@ -85,6 +84,9 @@ class TestSwap:
             def __init__(self) -> None:
                 self.version = "1"
                 self.loads: list[str] = []
+
+            def first(self, settings: Settings) -> Champion:
+                return champion(ConstantModel(0.5), self.version)
 
             def current_version(self, settings: Settings) -> str:
                 return self.version

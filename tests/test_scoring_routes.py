@@ -15,17 +15,16 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from support import CUSTOMERS, VALID, BrokenModel, FakeModel, champion, rounded, row
+from support import CUSTOMERS, VALID, BrokenModel, FakeModel, app_with, champion, rounded, row
 
 from app import validation
-from app.main import create_app
 from app.settings import Settings
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient[Any]]:
     served = champion(FakeModel())
-    with TestClient(create_app(Settings(max_body_bytes=4096), loader=lambda _: served)) as client:
+    with TestClient(app_with(Settings(max_body_bytes=4096), lambda _: served)) as client:
         yield client
 
 
@@ -252,7 +251,7 @@ class TestScoringRoutes:
             assert response.json() == {"detail": "Method Not Allowed"}
 
     def test_without_a_model_the_answer_is_503(self) -> None:
-        with TestClient(create_app(Settings(), loader=lambda _: None)) as client:
+        with TestClient(app_with(Settings(), lambda _: None)) as client:
             response = client.post("/predict", content=SINGLE, headers=JSON)
         assert response.status_code == 503
         assert response.json() == {"detail": "Model not loaded"}
@@ -267,7 +266,7 @@ class TestScoringRoutes:
                 raise RuntimeError("decoder bug")
 
         monkeypatch.setattr(validation, "customer_decoder", Broken())
-        with TestClient(create_app(Settings(), loader=lambda _: champion(model))) as client:
+        with TestClient(app_with(Settings(), lambda _: champion(model))) as client:
             response = client.post("/predict", content=SINGLE, headers=JSON)
         assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
         errors = [json.loads(line) for line in capfd.readouterr().err.splitlines()
@@ -292,7 +291,7 @@ class TestScoringRoutes:
         self, path: str, body: bytes, expected: dict[str, str]
     ) -> None:
         model = BrokenModel()
-        app = create_app(Settings(), loader=lambda _: champion(model))
+        app = app_with(Settings(), lambda _: champion(model))
         with TestClient(app) as client:
             response = client.post(path, content=body, headers=JSON)
         assert (response.status_code, response.json()) == (500, expected)

@@ -14,8 +14,9 @@ import pytest
 from conftest import Registry
 
 from app import sqlite_registry
+from app.checks import load_champion
 from app.errors import StartupError
-from app.registry import RegistryError, fetch, load_champion, resolve
+from app.registry import RegistryError, fetch, resolve
 from app.schemas import FEATURES
 from app.scoring import proof_rows
 from app.settings import Settings

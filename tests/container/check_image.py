@@ -224,7 +224,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 def in_process_probabilities(tracking_uri: str) -> tuple[str, list[float]]:
     """What the registry's champion gives for CUSTOMERS in this process, rounded like the API."""
-    from app.registry import load_champion
+    from app.checks import load_champion
     from app.schemas import FEATURES
     from app.settings import Settings
 
