@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import drift, scoring, sqlite_registry
+from app import drift, scoring, skops_types, sqlite_registry
 from app.profile import Profile
 from app.scoring import Proven
 from app.settings import Settings
@@ -111,7 +111,9 @@ def _fetch_local(settings: Settings, version: str) -> LoggedModel | None:
         if directory is None:
             return None
         return sqlite_registry.load_model(
-            directory, allow_deserialization=settings.mlflow_allow_pickle_deserialization
+            directory,
+            allow_deserialization=settings.mlflow_allow_pickle_deserialization,
+            skops_cache=skops_types.cache_file(settings.skops_types_cache),
         )
     except (sqlite3.Error, OSError, ValueError, KeyError) as exc:
         raise RegistryError(reason(exc)) from exc
@@ -129,8 +131,10 @@ def _fetch_with_mlflow(settings: Settings, version: str) -> LoggedModel:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=scratch
             )
-            estimator = mlflow.sklearn.load_model(local)
             logged = Model.load(local)
+            if logged.flavors.get("sklearn", {}).get("serialization_format") == "skops":
+                skops_types.import_skops(skops_types.cache_file(settings.skops_types_cache))
+            estimator = mlflow.sklearn.load_model(local)
             example = logged.load_input_example(local)
     except (MlflowException, OSError, ValueError) as exc:
         raise RegistryError(reason(exc)) from exc

@@ -99,6 +99,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     """let `churn-api serve` import pyarrow (pandas imports it when installed, and MLflow installs
     it): nothing churn-api does uses it, and without it a 2-worker server takes ~30 MiB less
     memory; `true` for a champion whose own code needs Arrow"""
+    skops_types_cache: Text | None = None
+    """file keeping the scikit-learn types skops trusts by default between starts (skops builds
+    that list by importing all of scikit-learn, ~0.5 s of loading a skops champion); unset:
+    `~/.cache/churn-api/skops-sklearn-types.json`; `off`: no file. Protect it like the registry"""
 
     def __post_init__(self) -> None:
         declaration.check(self)

@@ -78,9 +78,12 @@ def run_artifacts(db: Path, run_id: str) -> Path | None:
     return _local(found[0][0]) if found and len(found) == 1 else None
 
 
-def load_model(directory: Path, *, allow_deserialization: bool) -> LoggedModel | None:
+def load_model(
+    directory: Path, *, allow_deserialization: bool, skops_cache: Path | None = None
+) -> LoggedModel | None:
     """Deserialize the sklearn model logged in ``directory`` (the model is not run), or None if
-    its MLmodel file asks for what only MLflow does (custom code, an unknown format or example)."""
+    its MLmodel file asks for what only MLflow does (custom code, an unknown format or example).
+    ``skops_cache``: see :func:`app.skops_types.import_skops`."""
     import yaml
 
     logged = yaml.safe_load((directory / "MLmodel").read_text())
@@ -98,9 +101,10 @@ def load_model(directory: Path, *, allow_deserialization: bool) -> LoggedModel |
         )
     path = directory / flavor["pickled_model"]
     if form == "skops":
-        import skops.io
+        from app.skops_types import import_skops
 
-        estimator = skops.io.load(path, trusted=flavor.get("skops_trusted_types"))
+        skops_io = import_skops(skops_cache)
+        estimator = skops_io.load(path, trusted=flavor.get("skops_trusted_types"))
     else:
         with path.open("rb") as file:
             if form == "pickle":
