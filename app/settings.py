@@ -100,8 +100,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     it): nothing churn-api does uses it, and without it a 2-worker server takes ~30 MiB less
     memory; `true` for a champion whose own code needs Arrow"""
     skops_types_cache: Text | None = None
-    """file keeping the scikit-learn types skops trusts by default between starts (skops builds
-    that list by importing all of scikit-learn, ~0.5 s of loading a skops champion); unset:
+    """file keeping the types skops trusts by default between starts (skops builds those lists
+    by importing all of scikit-learn and searching every loaded module for each NumPy and SciPy
+    ufunc, ~1 s of loading a skops champion); unset:
     `~/.cache/churn-api/skops-sklearn-types.json`; `off`: no file. Protect it like the registry"""
 
     def __post_init__(self) -> None:

@@ -1,15 +1,22 @@
 """Importing ``skops.io`` without crawling all of scikit-learn at every start.
 
-``skops.io`` builds its default trusted list when it is imported: ``sklearn.utils.all_estimators``
-imports every scikit-learn module and inspects every class in it (~0.45 s here, the largest part
-of loading a skops champion in ``churn-api serve``). That list depends only on the installed
-scikit-learn and skops, so :func:`import_skops` keeps it in a JSON file (``SKOPS_TYPES_CACHE``)
-under both versions and, on a later start, hands skops the same names without the crawl (skops
-reads only each class's module and name). A missing, unreadable, stale or malformed file is
-rebuilt the slow way; a file that cannot be written is left alone (the next start crawls again).
+``skops.io`` builds its default trusted lists when it is imported:
 
-The file decides which scikit-learn types skops trusts, so it needs the protection the registry
-has: only names of the form ``sklearn.module.Name`` are taken from it.
+* scikit-learn's estimator types: ``sklearn.utils.all_estimators`` imports every scikit-learn
+  module and inspects every class in it (~0.45 s here);
+* NumPy's and SciPy's ufuncs: for each one (they have no ``__module__``) skops searches every
+  loaded module for it (~0.6 s here in ``churn-api serve``, with ~1,800 modules loaded).
+
+Those lists depend only on the installed scikit-learn, skops, NumPy and SciPy, so
+:func:`import_skops` keeps them in a JSON file (``SKOPS_TYPES_CACHE``) under those versions and,
+on a later start, hands skops the same names without the searches (skops reads only each
+estimator class's module and name). A missing, unreadable, stale or malformed file is rebuilt the
+slow way; a file that cannot be written is left alone (the next start searches again).
+
+The file decides which types skops trusts, so it needs the protection the registry has: only
+names of the form ``sklearn.module.Name`` are taken as estimator types, and a kept ufunc name is
+taken only if it names an object of that type in an already imported NumPy or SciPy module (else
+that list is searched for again).
 """
 
 from __future__ import annotations
@@ -23,11 +30,20 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 OFF: Final = "off"
 _DEFAULT: Final = Path(".cache", "churn-api", "skops-sklearn-types.json")
 _NAME: Final = re.compile(r"sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
+_UFUNC: Final = re.compile(r"(numpy|scipy)(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
+
+
+class Kept(NamedTuple):
+    """What the file keeps: scikit-learn's estimator type names, and the public ufunc names
+    per ``"module oftype"`` that skops asked for."""
+
+    estimators: list[str]
+    ufuncs: dict[str, list[str]]
 
 
 def cache_file(configured: str | None) -> Path | None:
@@ -39,8 +55,8 @@ def cache_file(configured: str | None) -> Path | None:
 
 
 def import_skops(cache: Path | None) -> ModuleType:
-    """``skops.io``, imported with the trusted scikit-learn names from ``cache`` when it has them
-    for the installed versions (and written there when it did not)."""
+    """``skops.io``, imported with the trusted names from ``cache`` when it has them for the
+    installed versions (and written there when it did not)."""
     if "skops.io" not in sys.modules and cache is not None:
         _import_with(cache)
     return importlib.import_module("skops.io")
@@ -48,24 +64,74 @@ def import_skops(cache: Path | None) -> ModuleType:
 
 def _import_with(cache: Path) -> None:
     key = _versions()
-    names = _read(cache, key)
-    if names is None:
-        from skops.io import _trusted_types  # the crawl, once
-
-        _write(cache, key, getattr(_trusted_types, "SKLEARN_ESTIMATOR_TYPE_NAMES", None))
-        return
+    kept = _read(cache, key)
+    public = PublicTypeNames({} if kept is None else kept.ufuncs)
     import sklearn.utils
 
     crawl = sklearn.utils.all_estimators
-    sklearn.utils.all_estimators = lambda type_filter=None: [_named(name) for name in names]
+    if kept is not None:
+        names = kept.estimators
+        sklearn.utils.all_estimators = lambda type_filter=None: [_named(name) for name in names]
+    sys.meta_path.insert(0, public)
     try:
-        import skops.io  # noqa: F401 - its default list made from the names kept
+        from skops.io import _trusted_types  # its default lists, made from what is kept
     finally:
+        sys.meta_path.remove(public)
+        public.restore()
         sklearn.utils.all_estimators = crawl
+    if kept is None or public.searched:
+        estimators = getattr(_trusted_types, "SKLEARN_ESTIMATOR_TYPE_NAMES", None)
+        estimators = estimators if kept is None else kept.estimators
+        if isinstance(estimators, list):
+            _write(cache, key, Kept(estimators, public.kept))
+
+
+class PublicTypeNames(importlib.abc.MetaPathFinder):
+    """Hands ``skops.io._trusted_types`` (as it is imported) a ``get_public_type_names`` that
+    answers from the kept lists and searches, as skops does, only for a list not kept or not
+    genuine (:func:`genuine`); the original goes back with :meth:`restore`."""
+
+    def __init__(self, kept: dict[str, list[str]]) -> None:
+        self.kept = dict(kept)
+        self.searched = False
+        self._utils: Any = None
+        self._search: Any = None
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        utils: Any = sys.modules.get("skops.io._utils")  # imported by skops.io before the lists
+        if name == "skops.io._trusted_types" and utils is not None and self._utils is None:
+            self._utils, self._search = utils, utils.get_public_type_names
+            utils.get_public_type_names = self.names
+
+    def names(self, module: ModuleType, oftype: type) -> list[str]:
+        key = f"{module.__name__} {oftype.__module__}.{oftype.__qualname__}"
+        kept = self.kept.get(key)
+        if kept is not None and genuine(kept, oftype):
+            return list(kept)
+        found: list[str] = self._search(module=module, oftype=oftype)
+        self.kept[key], self.searched = found, True
+        return found
+
+    def restore(self) -> None:
+        if self._utils is not None:
+            self._utils.get_public_type_names = self._search
+
+
+def genuine(names: list[str], oftype: type) -> bool:
+    """Every name is ``numpy.…`` or ``scipy.…`` and names an object of ``oftype`` in a module
+    already imported (a kept name never makes anything be imported)."""
+    for name in names:
+        module, _, attribute = name.rpartition(".")
+        if not _UFUNC.match(name) or module not in sys.modules:
+            return False
+        if not isinstance(getattr(sys.modules[module], attribute, None), oftype):
+            return False
+    return True
 
 
 def _versions() -> str:
-    return f"scikit-learn {metadata.version('scikit-learn')}, skops {metadata.version('skops')}"
+    installed = ("scikit-learn", "skops", "numpy", "scipy")
+    return ", ".join(f"{name} {metadata.version(name)}" for name in installed)
 
 
 def _named(name: str) -> tuple[str, type]:
@@ -74,26 +140,34 @@ def _named(name: str) -> tuple[str, type]:
     return short, type(short, (), {"__module__": module})
 
 
-def _read(cache: Path, key: str) -> list[str] | None:
+def _read(cache: Path, key: str) -> Kept | None:
     try:
         kept: Any = json.loads(cache.read_text())
     except (OSError, ValueError):
         return None
-    names = kept.get("names") if isinstance(kept, dict) and kept.get("versions") == key else None
-    if not isinstance(names, list) or not names:
+    if not isinstance(kept, dict) or kept.get("versions") != key:
+        return None
+    names, ufuncs = kept.get("names"), kept.get("ufuncs")
+    if not isinstance(names, list) or not names or not isinstance(ufuncs, dict):
         return None
     if not all(isinstance(name, str) and _NAME.match(name) for name in names):
         return None
-    return names
+    lists = {k: v for k, v in ufuncs.items() if isinstance(v, list) and _strings(v)}
+    return Kept(names, lists)
 
 
-def _write(cache: Path, key: str, names: Any) -> None:
-    if not isinstance(names, list) or (cache.exists() and not cache.is_file()):
+def _strings(values: list[Any]) -> bool:
+    return all(isinstance(value, str) for value in values)
+
+
+def _write(cache: Path, key: str, kept: Kept) -> None:
+    if cache.exists() and not cache.is_file():
         return
     scratch = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        scratch.write_text(json.dumps({"versions": key, "names": names}))
+        text = json.dumps({"versions": key, "names": kept.estimators, "ufuncs": kept.ufuncs})
+        scratch.write_text(text)
         os.replace(scratch, cache)
     except OSError:
         with contextlib.suppress(OSError):

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 import skops.io
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 from support import training_like
 
 from app.skops_types import OFF, cache_file
@@ -71,6 +74,18 @@ def forest(tmp_path_factory: pytest.TempPathFactory) -> Forest:
     skops.io.dump(model, path)
     trusted = skops.io.get_untrusted_types(file=path)  # logged with the model, as MLflow does
     return Forest(path, rows[:50], model.predict_proba(rows[:50])[:, 1].tolist(), trusted)
+
+
+def dumped(function: Any, directory: Path) -> Forest:
+    """A pipeline that applies ``function`` to the rows before a logistic regression."""
+    rows = training_like(300, seed=5)
+    labels = (rows[:, 3] > 1).astype(int)
+    model = make_pipeline(FunctionTransformer(function), LogisticRegression(max_iter=2000))
+    model.fit(rows, labels)
+    path = directory / f"{function.__name__}.skops"
+    skops.io.dump(model, path)
+    expected = model.predict_proba(rows[:20])[:, 1].tolist()
+    return Forest(path, rows[:20], expected, skops.io.get_untrusted_types(file=path))
 
 
 def test_the_list_is_kept_once_and_the_next_load_answers_the_same_without_the_crawl(
@@ -128,3 +143,33 @@ def test_off_keeps_no_file(forest: Forest, tmp_path: Path) -> None:
     assert cache_file(None) == Path.home() / ".cache" / "churn-api" / "skops-sklearn-types.json"
     assert forest.load(OFF) == {"probabilities": forest.expected, "crawled": True}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_that_uses_a_ufunc_loads_the_same_from_the_kept_lists(tmp_path: Path) -> None:
+    model = dumped(np.log1p, tmp_path)
+    assert model.trusted == []  # skops trusts NumPy's ufuncs by default
+    cache = tmp_path / "types.json"
+    first = model.load(cache)
+    assert first["crawled"]
+    # (vectorised log1p may differ in the last bit between array layouts)
+    assert first["probabilities"] == pytest.approx(model.expected, rel=0, abs=1e-12)
+    kept = json.loads(cache.read_text())
+    assert any(name.endswith(".log1p") for name in kept["ufuncs"]["numpy numpy.ufunc"])
+    assert any(name.endswith(".expit") for name in kept["ufuncs"]["scipy.special numpy.ufunc"])
+    assert model.load(cache) == {**first, "crawled": False}
+    assert json.loads(cache.read_text()) == kept  # nothing searched for again, nothing rewritten
+
+
+def test_a_kept_ufunc_list_never_widens_trust(tmp_path: Path) -> None:
+    model = dumped(np.nan_to_num, tmp_path)  # a Python function, not a ufunc: skops refuses it
+    assert model.trusted == ["numpy.nan_to_num"]
+    cache = tmp_path / "types.json"
+    refused = load(model.path, cache, model.rows, None)
+    assert "refused" in refused
+    kept = json.loads(cache.read_text())
+    tampered = {**kept["ufuncs"], "numpy numpy.ufunc": ["numpy.nan_to_num", "os.system"]}
+    cache.write_text(json.dumps({**kept, "ufuncs": tampered}))
+    assert load(model.path, cache, model.rows, None) == refused
+    assert json.loads(cache.read_text()) == kept  # that list searched for again and kept anew
+    trusted = load(model.path, cache, model.rows, model.trusted)
+    assert trusted["probabilities"] == pytest.approx(model.expected, rel=0, abs=1e-12)
