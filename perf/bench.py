@@ -779,18 +779,22 @@ def summarise(result: dict[str, Any], workers: int) -> list[str]:
     ours, twin = stacks_["churn-api"], stacks_["FastAPI twin"]
     head, base = ours["single"][str(HEADLINE)], twin["single"][str(HEADLINE)]
     estimate = workers / (timings[T_BAR] / 1e6)
+    linear = result["model"]["kind"] == "lr"
     targets = [
         ("req/s vs twin (c=32)", head["rps"] / base["rps"], ">= 10x",
          head["rps"] >= 10 * base["rps"]),
         ("p99 vs twin (c=32)", head["latency_ms"]["p99"] / base["latency_ms"]["p99"], "<= 0.1x",
          head["latency_ms"]["p99"] <= base["latency_ms"]["p99"] / 10),
-        ("batch rows/s (1000-row bodies)", ours["batch_1000"]["rows_per_s"], ">= 1,000,000",
-         ours["batch_1000"]["rows_per_s"] >= 1e6),
+        ("batch rows/s (1000-row bodies)", ours["batch_1000"]["rows_per_s"],
+         ">= 1,000,000" if linear else "(measured: the goal is the LR pipeline's)",
+         ours["batch_1000"]["rows_per_s"] >= 1e6 or not linear),
         (f"req/s vs W/t̄ = {workers}/{timings[T_BAR]:.0f}µs "
          f"= {estimate:,.0f}", head["rps"] / estimate, ">= 1x", head["rps"] >= estimate),
         ("PSS vs twin (after load)", ours["pss_mib_after_load"] / twin["pss_mib_after_load"],
          "<= 0.5x", ours["pss_mib_after_load"] <= twin["pss_mib_after_load"] / 2),
         ("startup to first 200", ours["startup_seconds"], "<= 3 s", ours["startup_seconds"] <= 3),
+        ("startup vs twin", ours["startup_seconds"] / twin["startup_seconds"], "<= 0.5x",
+         ours["startup_seconds"] <= twin["startup_seconds"] / 2),
         ("req/s twin vs W/t̄", base["rps"] / estimate, "(for reference)", True),
     ]  # fmt: skip
     targets += protocol_targets(stacks_)
