@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from ops_support import (
 )
 from support import CUSTOMERS, VALID
 
+from app import serve
 from app.entrypoint import available_cpus
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +42,22 @@ CONTAINERFILE = Path(__file__).resolve().parents[1] / "Containerfile"
 def http(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
         yield client
+
+
+def test_the_collector_is_paused_only_while_the_server_preloads() -> None:
+    seen: list[bool] = []
+
+    def failing_preload() -> None:
+        seen.append(gc.isenabled())
+        raise RuntimeError("a preload that fails")
+
+    assert gc.isenabled()
+    with serve.collector_paused():
+        seen.append(gc.isenabled())
+    with pytest.raises(RuntimeError), serve.collector_paused():
+        failing_preload()
+    assert seen == [False, False]
+    assert gc.isenabled()  # the workers forked afterwards collect as usual
 
 
 def alive(pid: int) -> bool:
