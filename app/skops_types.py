@@ -79,11 +79,9 @@ def _import_with(cache: Path) -> None:
         sys.meta_path.remove(public)
         public.restore()
         sklearn.utils.all_estimators = crawl
-    if kept is None or public.searched:
-        estimators = getattr(_trusted_types, "SKLEARN_ESTIMATOR_TYPE_NAMES", None)
-        estimators = estimators if kept is None else kept.estimators
-        if isinstance(estimators, list):
-            _write(cache, key, Kept(estimators, public.kept))
+    estimators = getattr(_trusted_types, "SKLEARN_ESTIMATOR_TYPE_NAMES", None)
+    if (kept is None or public.searched) and isinstance(estimators, list):
+        _write(cache, key, Kept(estimators, public.kept))
 
 
 class PublicTypeNames(importlib.abc.MetaPathFinder):
@@ -118,11 +116,13 @@ class PublicTypeNames(importlib.abc.MetaPathFinder):
 
 
 def genuine(names: list[str], oftype: type) -> bool:
-    """Every name is ``numpy.…`` or ``scipy.…`` and names an object of ``oftype`` in a module
-    already imported (a kept name never makes anything be imported)."""
+    """Every name is a string ``numpy.…`` or ``scipy.…`` naming an object of ``oftype`` in a
+    module already imported (a kept name never makes anything be imported)."""
     for name in names:
+        if not isinstance(name, str) or not _UFUNC.match(name):
+            return False
         module, _, attribute = name.rpartition(".")
-        if not _UFUNC.match(name) or module not in sys.modules:
+        if module not in sys.modules:
             return False
         if not isinstance(getattr(sys.modules[module], attribute, None), oftype):
             return False
@@ -152,12 +152,7 @@ def _read(cache: Path, key: str) -> Kept | None:
         return None
     if not all(isinstance(name, str) and _NAME.match(name) for name in names):
         return None
-    lists = {k: v for k, v in ufuncs.items() if isinstance(v, list) and _strings(v)}
-    return Kept(names, lists)
-
-
-def _strings(values: list[Any]) -> bool:
-    return all(isinstance(value, str) for value in values)
+    return Kept(names, {key: value for key, value in ufuncs.items() if isinstance(value, list)})
 
 
 def _write(cache: Path, key: str, kept: Kept) -> None:

@@ -55,7 +55,9 @@ def load(model: Path, cache: Path | str, rows: np.ndarray[Any, Any], trusted: An
     return json.loads(done.stdout.splitlines()[-1])
 
 
-class Forest(NamedTuple):
+class Dumped(NamedTuple):
+    """A model dumped with skops, rows to score, its own answers, and the types it needs."""
+
     path: Path
     rows: np.ndarray[Any, Any]
     expected: list[float]
@@ -66,17 +68,17 @@ class Forest(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def forest(tmp_path_factory: pytest.TempPathFactory) -> Forest:
+def forest(tmp_path_factory: pytest.TempPathFactory) -> Dumped:
     rows = training_like(400, seed=3)
     labels = (rows[:, 3] + rows[:, 0] / 20 > 2).astype(int)
     model = RandomForestClassifier(n_estimators=5, random_state=0).fit(rows, labels)
     path = tmp_path_factory.mktemp("skops") / "forest.skops"
     skops.io.dump(model, path)
     trusted = skops.io.get_untrusted_types(file=path)  # logged with the model, as MLflow does
-    return Forest(path, rows[:50], model.predict_proba(rows[:50])[:, 1].tolist(), trusted)
+    return Dumped(path, rows[:50], model.predict_proba(rows[:50])[:, 1].tolist(), trusted)
 
 
-def dumped(function: Any, directory: Path) -> Forest:
+def dumped(function: Any, directory: Path) -> Dumped:
     """A pipeline that applies ``function`` to the rows before a logistic regression."""
     rows = training_like(300, seed=5)
     labels = (rows[:, 3] > 1).astype(int)
@@ -85,11 +87,11 @@ def dumped(function: Any, directory: Path) -> Forest:
     path = directory / f"{function.__name__}.skops"
     skops.io.dump(model, path)
     expected = model.predict_proba(rows[:20])[:, 1].tolist()
-    return Forest(path, rows[:20], expected, skops.io.get_untrusted_types(file=path))
+    return Dumped(path, rows[:20], expected, skops.io.get_untrusted_types(file=path))
 
 
 def test_the_list_is_kept_once_and_the_next_load_answers_the_same_without_the_crawl(
-    forest: Forest, tmp_path: Path
+    forest: Dumped, tmp_path: Path
 ) -> None:
     expected = forest.expected
     cache = tmp_path / "cache" / "types.json"
@@ -111,7 +113,7 @@ def test_the_list_is_kept_once_and_the_next_load_answers_the_same_without_the_cr
         "not json",
     ],
 )
-def test_a_tampered_or_stale_file_is_rebuilt(forest: Forest, tmp_path: Path, tampered: Any) -> None:
+def test_a_tampered_or_stale_file_is_rebuilt(forest: Dumped, tmp_path: Path, tampered: Any) -> None:
     good = tmp_path / "good.json"
     forest.load(good)
     kept = json.loads(good.read_text())
@@ -138,7 +140,7 @@ def test_a_kept_list_trusts_no_more_than_skops_does(tmp_path: Path) -> None:
     assert trusted["probabilities"] == pytest.approx(model.predict_proba(rows[:5])[:, 1], abs=0)
 
 
-def test_off_keeps_no_file(forest: Forest, tmp_path: Path) -> None:
+def test_off_keeps_no_file(forest: Dumped, tmp_path: Path) -> None:
     assert cache_file(OFF) is None
     assert cache_file(None) == Path.home() / ".cache" / "churn-api" / "skops-sklearn-types.json"
     assert forest.load(OFF) == {"probabilities": forest.expected, "crawled": True}
