@@ -10,7 +10,6 @@ from __future__ import annotations
 import operator
 import typing
 from collections.abc import Sequence
-from itertools import chain
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -45,16 +44,21 @@ def breaks_cross_field_rule(tenure_months: Any, monthly_charges: Any, total_char
 
 
 def rows_of(customers: Sequence[Any]) -> Rows:
-    """Decoded customers (any struct with the five features) as float64 rows in column order."""
-    flat = np.fromiter(
-        chain.from_iterable(map(_values, customers)),
-        dtype=np.float64,
-        count=len(customers) * len(FEATURES),
-    )
-    return flat.reshape(len(customers), len(FEATURES))
+    """Decoded customers (any struct with the five features) as float64 rows in column order.
+
+    One row (most requests) in one call (~2 µs against ~4); many rows column by column, which is
+    ~20 % faster than one pass over every value of every row (~590 µs against ~730 for 1000).
+    """
+    if len(customers) == 1:
+        return np.array([_values(customers[0])], dtype=np.float64)
+    rows = np.empty((len(customers), len(FEATURES)), dtype=np.float64)
+    for column, value in enumerate(_COLUMN_VALUES):
+        rows[:, column] = np.fromiter(map(value, customers), dtype=np.float64, count=len(customers))
+    return rows
 
 
 _values: Final = operator.attrgetter(*FEATURES)
+_COLUMN_VALUES: Final = tuple(map(operator.attrgetter, FEATURES))
 
 
 TenureMonths = Annotated[

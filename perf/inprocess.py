@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn  # noqa: F401 - preloaded, as churn-api serve does: else the scoring thread's
+import threadpoolctl  # noqa: F401 - first import of them runs beside the first scenarios
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

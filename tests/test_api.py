@@ -701,6 +701,22 @@ class TestUnexpectedErrors:
         assert response.status_code == 500
         assert response.json() == {"detail": "Internal server error"}
 
+    @pytest.mark.parametrize("probability", [float("nan"), 1.5, -0.1, float("inf")])
+    def test_a_batch_with_one_row_outside_0_1_gives_a_generic_500(
+        self, make_client: MakeClient, probability: float
+    ) -> None:
+        def one_bad_row(rows: Any) -> Any:
+            scores = np.full(len(rows), 0.25)
+            scores[-1] = probability
+            return scores
+
+        client = make_client(one_bad_row)
+
+        response = client.post("/predict/batch", json={"instances": [VALID] * 3})
+
+        assert response.status_code == 500
+        assert response.json() == {"detail": "Internal server error"}
+
 
 class TestUnknownRoutes:
     @pytest.mark.parametrize(
