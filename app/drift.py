@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 from prometheus_client.utils import floatToGoString
 
-from app.profile import Profile, bin_index, read
+from app.profile import Profile, read
 from app.schemas import FEATURES
 
 DRAIN_ROWS: Final = 4096
@@ -86,19 +86,27 @@ class _Binner:
     """A profile's edges laid out for counting all features of a block of rows at once."""
 
     def __init__(self, profile: Profile) -> None:
-        self.edges = [np.asarray(bins.edges, dtype=np.float64) for bins in profile.features]
+        self.edges = [bins.edges for bins in profile.features]
         sizes = [len(edges) + 1 for edges in self.edges]
         self.offsets = np.cumsum([0, *sizes[:-1]])
         self.sizes = sizes
         self.total = sum(sizes)
 
     def count(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        columns = np.ascontiguousarray(rows.T)  # one copy; binning strided columns costs ~2x
-        indexes = np.concatenate(
-            [bin_index(edges, values) + offset
-             for values, edges, offset in zip(columns, self.edges, self.offsets, strict=True)]
-        )  # fmt: skip
-        return np.bincount(indexes, minlength=self.total)
+        """Rows per bin, all features end to end: the counts of :func:`app.profile.bin_index`.
+
+        A value is in bin ``i`` when ``edges[i-1] <= value < edges[i]``, so the rows in bin ``i``
+        are those reaching edge ``i-1`` less those reaching edge ``i``. Counted with one
+        comparison per edge (at most ~10 per feature), that is ~2x faster than a binary search
+        per value (~280 µs against ~590 for 4096 rows on a slow machine).
+        """
+        columns = np.ascontiguousarray(rows.T)  # one copy; comparing strided columns costs more
+        total = len(rows)
+        counts = [
+            -np.diff([total, *(np.count_nonzero(values >= edge) for edge in edges), 0])
+            for values, edges in zip(columns, self.edges, strict=True)
+        ]
+        return np.concatenate(counts)
 
 
 class DriftTally:
