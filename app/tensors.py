@@ -82,11 +82,19 @@ def outputs(
     answered = []
     for name in names:
         if name == "predict_proba":
-            data = np.column_stack([1.0 - churn, churn]).ravel().tolist()
-            answered.append(OutputTensor(name, [len(churn), 2], "FP64", data))
+            answered.append(OutputTensor(name, [len(churn), 2], "FP64", _pairs(churn)))
         else:
             answered.append(OutputTensor(name, [len(churn)], "INT64", [int(b) for b in labels]))
     return answered
+
+
+def _pairs(churn: Scores) -> list[float]:
+    """``[1 - p, p]`` of each row, row after row; one row (most requests) without numpy calls."""
+    if len(churn) == 1:
+        probability = float(churn[0])
+        return [1.0 - probability, probability]
+    pairs: list[float] = np.column_stack([1.0 - churn, churn]).ravel().tolist()
+    return pairs
 
 
 def check_outputs(requested: Sequence[RequestedOutput] | None) -> None:

@@ -49,19 +49,26 @@ def probabilities(body: dict[str, Any]) -> list[float]:
 # --- in process, fake model ------------------------------------------------------------------
 
 
-def test_infer_answers_both_outputs_with_shapes_id_and_version(client: Client) -> None:
-    rows = [row(c) for c in CUSTOMERS]
+@pytest.mark.parametrize("count", [1, len(CUSTOMERS)])
+def test_infer_answers_both_outputs_with_shapes_id_and_version(client: Client, count: int) -> None:
+    customers = CUSTOMERS[:count]
 
-    response = client.post(INFER, json={"id": "req-1", "inputs": [tensor(rows)]})
+    response = client.post(
+        INFER, json={"id": "req-1", "inputs": [tensor([row(c) for c in customers])]}
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = [FakeModel.probability(c) for c in CUSTOMERS]
+    expected = [FakeModel.probability(c) for c in customers]
     assert (body["id"], body["model_name"], body["model_version"]) == ("req-1", MODEL, "7")
     proba, predict = body["outputs"]
-    assert (proba["name"], proba["datatype"], proba["shape"]) == ("predict_proba", "FP64", [5, 2])
+    assert (proba["name"], proba["datatype"], proba["shape"]) == (
+        "predict_proba",
+        "FP64",
+        [count, 2],
+    )
     assert proba["data"] == [v for p in expected for v in (1 - p, p)]
-    assert (predict["name"], predict["datatype"], predict["shape"]) == ("predict", "INT64", [5])
+    assert (predict["name"], predict["datatype"], predict["shape"]) == ("predict", "INT64", [count])
     assert predict["data"] == [int(p >= 0.5) for p in expected]
 
 
