@@ -90,7 +90,6 @@ class _Binner:
         sizes = [len(edges) + 1 for edges in self.edges]
         self.offsets = np.cumsum([0, *sizes[:-1]])
         self.sizes = sizes
-        self.total = sum(sizes)
 
     def count(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Rows per bin, all features end to end: the counts of :func:`app.profile.bin_index`.
