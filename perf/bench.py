@@ -493,9 +493,9 @@ def warm_skops_cache() -> None:
     server starts, in a process of its own, as the Containerfile does when it builds the image:
     the startup measured is then a deployed server's, not the first start on a new machine (which
     also searches scikit-learn, NumPy and SciPy for the types skops trusts and writes the file)."""
-    code = (
-        "import os; from app.skops_types import cache_file, import_skops; "
-        "import_skops(cache_file(os.environ.get('SKOPS_TYPES_CACHE')))"
+    code = (  # the file the servers will read: their settings, from the same environment
+        "from app.settings import load; from app.skops_types import cache_file, import_skops; "
+        "import_skops(cache_file(load().skops_types_cache))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
